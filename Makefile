@@ -1,0 +1,23 @@
+# kvmigrate — the daily commands. Each target bootstraps .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TRACES := $(wildcard scenarios/traces/*.kvtrace)
+PHASE ?= 2
+
+.PHONY: venv test compare capture mutate gate bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
