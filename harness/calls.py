@@ -1,0 +1,189 @@
+"""The imagine calls a trace records, and the one place that maps them onto a world model.
+
+Record layout inside a trace (see docs/trace-format.md): ``kind`` is the call kind; inputs are
+arrays named ``in/<name>``, the producing engine's outputs ``out/<name>``; scalar inputs live in
+``meta["inputs"]`` and the cache events in ``meta["events"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+import numpy as np
+import torch
+
+from unizero.events import CacheEvent, event_from_dict, event_to_dict
+
+__all__ = ["RootCall", "RecurrentCall", "ClearCall", "WeightsCall", "ReanalyzeCall", "Call",
+           "RecordedCall", "CALL_KINDS", "CLEAR_OPS", "invoke", "call_to_record", "call_from_record",
+           "CallFormatError"]
+
+CALL_KINDS = ("root", "recurrent", "clear", "weights", "reanalyze")
+CLEAR_OPS = ("all", "root_env", "epoch")
+OUTPUT_NAMES = ("latent", "reward_logits", "policy_logits", "value_logits")
+
+
+class CallFormatError(ValueError):
+    """A trace record that does not describe a valid call; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class RootCall:
+    last_obs: np.ndarray          # [N, obs_dim] float32
+    last_actions: np.ndarray      # [N] int64, -1 on a first step
+    current_obs: np.ndarray       # [B, obs_dim] float32
+    start_pos: np.ndarray         # [B] int64
+    kind: str = field(default="root", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecurrentCall:
+    latent_state: np.ndarray      # [B, D] float32 (the MCTS leaves' parent latents)
+    actions: np.ndarray           # [B] int64
+    search_depth: np.ndarray      # [B] int64
+    start_pos: np.ndarray         # [B] int64
+    simulation_index: int
+    kind: str = field(default="recurrent", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearCall:
+    op: str                       # "all" (clear_caches), "root_env", "epoch" (recompute + clear)
+    reason: str
+    env: int | None = None
+    kind: str = field(default="clear", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsCall:
+    state: Mapping[str, np.ndarray]
+    initial: bool = False
+    kind: str = field(default="weights", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReanalyzeCall:
+    on: bool
+    kind: str = field(default="reanalyze", init=False)
+
+
+Call = Union[RootCall, RecurrentCall, ClearCall, WeightsCall, ReanalyzeCall]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """A call as read back from a trace: its inputs, the producer's outputs and events."""
+
+    index: int
+    call: Call
+    outputs: Mapping[str, np.ndarray]
+    events: tuple[CacheEvent, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.call.kind
+
+    @property
+    def env_ids(self) -> tuple[int, ...]:
+        call = self.call
+        if isinstance(call, RootCall):
+            return tuple(range(call.current_obs.shape[0]))
+        if isinstance(call, RecurrentCall):
+            return tuple(range(call.latent_state.shape[0]))
+        if isinstance(call, ClearCall) and call.env is not None:
+            return (call.env,)
+        return ()
+
+
+def invoke(model: Any, call: Call) -> dict[str, torch.Tensor]:
+    """Apply ``call`` to ``model`` through its public API; return its named outputs."""
+    if isinstance(call, RootCall):
+        return model.initial_inference(call.last_obs, call.last_actions, call.current_obs,
+                                       call.start_pos).as_dict()
+    if isinstance(call, RecurrentCall):
+        return model.recurrent_inference(call.latent_state, call.actions, call.simulation_index,
+                                         call.search_depth, call.start_pos).as_dict()
+    if isinstance(call, ClearCall):
+        if call.op == "all":
+            model.clear_caches(reason=call.reason)
+        elif call.op == "root_env":
+            model.clear_root_cache(call.env, reason=call.reason)
+        else:
+            model.recompute_pos_emb_diff_and_clear_cache()
+        return {}
+    if isinstance(call, WeightsCall):
+        device = model.device
+        model.load_weights({name: torch.from_numpy(np.array(value)).to(device)
+                            for name, value in call.state.items()})
+        return {}
+    model.set_reanalyze_phase(call.on)
+    return {}
+
+
+def _outputs_to_arrays(outputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {f"out/{name}": value.detach().cpu().numpy() for name, value in outputs.items()}
+
+
+def call_to_record(call: Call, outputs: Mapping[str, torch.Tensor],
+                   events: list[CacheEvent]) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """``(kind, meta, arrays)`` for a trace writer."""
+    arrays: dict[str, np.ndarray] = _outputs_to_arrays(outputs)
+    inputs: dict[str, Any] = {}
+    if isinstance(call, (RootCall, RecurrentCall)):
+        names = (("last_obs", "last_actions", "current_obs", "start_pos") if isinstance(call, RootCall)
+                 else ("latent_state", "actions", "search_depth", "start_pos"))
+        arrays.update({f"in/{name}": getattr(call, name) for name in names})
+        if isinstance(call, RecurrentCall):
+            inputs["simulation_index"] = call.simulation_index
+    elif isinstance(call, ClearCall):
+        inputs = {"op": call.op, "reason": call.reason, "env": call.env}
+    elif isinstance(call, WeightsCall):
+        arrays.update({f"w/{name}": value for name, value in call.state.items()})
+        inputs["initial"] = call.initial
+    else:
+        inputs["on"] = call.on
+    meta = {"inputs": inputs, "events": [event_to_dict(e) for e in events]}
+    return call.kind, meta, arrays
+
+
+def _array(arrays: Mapping[str, np.ndarray], name: str, where: str) -> np.ndarray:
+    if name not in arrays:
+        raise CallFormatError(f"{where}: missing array {name!r}")
+    return arrays[name]
+
+
+def call_from_record(index: int, kind: str, meta: Mapping[str, Any],
+                     arrays: Mapping[str, np.ndarray], where: str = "trace") -> RecordedCall:
+    """Rebuild a RecordedCall from a trace record; raises CallFormatError naming the bad field."""
+    where = f"{where}: record {index} ({kind})"
+    inputs = meta.get("inputs", {}) if isinstance(meta, Mapping) else None
+    if not isinstance(inputs, Mapping):
+        raise CallFormatError(f"{where}: meta.inputs: expected a table")
+    try:
+        if kind == "root":
+            call: Call = RootCall(*(_array(arrays, f"in/{n}", where) for n in
+                                    ("last_obs", "last_actions", "current_obs", "start_pos")))
+        elif kind == "recurrent":
+            call = RecurrentCall(*(_array(arrays, f"in/{n}", where) for n in
+                                   ("latent_state", "actions", "search_depth", "start_pos")),
+                                 simulation_index=int(inputs["simulation_index"]))
+        elif kind == "clear":
+            if inputs.get("op") not in CLEAR_OPS:
+                raise CallFormatError(f"{where}: inputs.op: expected one of {CLEAR_OPS}, "
+                                      f"got {inputs.get('op')!r}")
+            call = ClearCall(op=inputs["op"], reason=str(inputs.get("reason", "")), env=inputs.get("env"))
+        elif kind == "weights":
+            call = WeightsCall(state={k[2:]: v for k, v in arrays.items() if k.startswith("w/")},
+                               initial=bool(inputs.get("initial", False)))
+        elif kind == "reanalyze":
+            call = ReanalyzeCall(on=bool(inputs["on"]))
+        else:
+            raise CallFormatError(f"{where}: unknown call kind; expected one of {CALL_KINDS}")
+        events = tuple(event_from_dict(e) for e in meta.get("events", []))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CallFormatError):
+            raise
+        raise CallFormatError(f"{where}: malformed record ({exc})") from None
+    outputs = {k[4:]: v for k, v in arrays.items() if k.startswith("out/")}
+    return RecordedCall(index=index, call=call, outputs=outputs, events=events)

@@ -1,0 +1,53 @@
+"""The token forwards of one imagine call, shared by both world models.
+
+These are the algorithm, not the cache handling: given an assembled batch cache, run the action
+token and the observation token and read the heads. Positions follow legacy exactly (spec §9,
+quirk 6): root tokens sit at the batch size for every env, recurrent tokens at each env's own
+unpadded size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unizero.kv_cache import KeysValues
+from unizero.network import WorldModelNetwork
+from unizero.world_model import InferenceOutput
+
+__all__ = ["forward_root_first_step", "forward_action_then_obs", "forward_fresh_context"]
+
+
+def forward_root_first_step(net: WorldModelNetwork, batch_cache: KeysValues,
+                            current: torch.Tensor) -> InferenceOutput:
+    """First root step: the current observation alone, at position 0, into an empty cache."""
+    batch = current.shape[0]
+    positions = torch.zeros(batch, 1, dtype=torch.long, device=current.device)
+    hidden = net.forward_tokens(current.unsqueeze(1), batch_cache, positions)
+    policy, value = net.observation_heads(hidden[:, -1])
+    reward = torch.zeros(batch, net.config.num_support_bins, device=current.device)
+    return InferenceOutput(current, reward, policy, value)
+
+
+def forward_action_then_obs(net: WorldModelNetwork, batch_cache: KeysValues,
+                            actions: np.ndarray, positions: torch.Tensor,
+                            obs: torch.Tensor | None) -> InferenceOutput:
+    """Action token at ``positions: [B, 1]``, then an observation token one position later.
+
+    ``obs`` is the current observation embedding at the root; ``None`` at a recurrent step, where
+    the predicted next latent is fed back as the observation token.
+    """
+    act_tokens = net.act_embedding(torch.as_tensor(actions, device=positions.device))
+    hidden = net.forward_tokens(act_tokens.unsqueeze(1), batch_cache, positions)
+    reward, next_latent = net.action_heads(hidden[:, -1])
+    latent = next_latent if obs is None else obs
+    hidden = net.forward_tokens(latent.unsqueeze(1), batch_cache, positions + 1)
+    policy, value = net.observation_heads(hidden[:, -1])
+    return InferenceOutput(latent, reward, policy, value)
+
+
+def forward_fresh_context(net: WorldModelNetwork, single_cache: KeysValues,
+                          latent: torch.Tensor) -> None:
+    """Miss path: encode one latent at position 0 into an empty single-env cache."""
+    positions = torch.zeros(1, 1, dtype=torch.long, device=latent.device)
+    net.forward_tokens(latent.view(1, 1, -1), single_cache, positions)
