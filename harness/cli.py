@@ -1,0 +1,110 @@
+"""``python -m harness``: capture, inspect and compare traces (and the rollout tools).
+
+Exit codes (decided in one place, :mod:`harness.exit_codes`): 0 equivalent / pass, 1 divergence
+or criteria unmet, 2 bad input or usage, 3 insufficient evidence. User errors print one line on
+stderr and never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from harness import exit_codes
+from harness.errors import USER_ERRORS, UsageError
+
+__all__ = ["main", "build_parser", "expand_traces", "DEFAULT_TRACE_DIR"]
+
+DEFAULT_TRACE_DIR = Path(__file__).resolve().parents[1] / "scenarios" / "traces"
+TRACE_SUFFIX = ".kvtrace"
+
+
+def expand_traces(items: Sequence[str]) -> list[str]:
+    """Files as given, folders expanded to their ``*.kvtrace`` files (sorted); globs expanded."""
+    paths: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            paths.extend(sorted(str(p) for p in Path(item).glob(f"*{TRACE_SUFFIX}")))
+        elif any(ch in item for ch in "*?["):
+            paths.extend(sorted(glob.glob(item)))
+        else:
+            paths.append(item)
+    return paths
+
+
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control", default="legacy",
+                        help="control engine: legacy, refactored, golden or package.module:Attr")
+    parser.add_argument("--candidate", default="refactored", help="candidate engine (same forms)")
+    parser.add_argument("--manager", help="package.module:Class replacing the refactored KVCacheManager")
+    parser.add_argument("--tol", action="append", default=[], metavar="PATH=RTOL,ATOL",
+                        help="per-tensor tolerance override (glob on the tensor path); repeatable")
+    parser.add_argument("--tolerances", metavar="FILE", help="TOML file of tolerance overrides")
+    parser.add_argument("--nan", choices=("equal", "fail"), default=None,
+                        help="NaN policy: equal NaNs match (default) or always fail")
+    parser.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
+    parser.add_argument("--device", default="cpu", help="torch device for live engines (cpu, cuda)")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="replay traces in N processes")
+    parser.add_argument("--shard", metavar="K/N", help="replay only shard K of N (1-based)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness",
+                                     description="kvmigrate: legacy vs refactored KV cache harness")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    capture = sub.add_parser("capture", help="run a scenario and record every imagine call")
+    capture.add_argument("scenario", help="scenario TOML file")
+    capture.add_argument("-o", "--output", required=True, help="trace file to write")
+    capture.add_argument("--engine", default="legacy", help="world model that produces the trace")
+    capture.add_argument("--device", default="cpu")
+    capture.add_argument("--steps", type=int, help="override the scenario's step count")
+
+    inspect = sub.add_parser("inspect", help="summarise a trace")
+    inspect.add_argument("trace")
+
+    compare = sub.add_parser("compare", help="replay traces through control and candidate")
+    compare.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
+    _add_compare_options(compare)
+    compare.add_argument("--self-check", action="store_true",
+                         help="replay the control against a fresh copy of itself")
+    compare.add_argument("--json", metavar="PATH", help="JSON report path (default reports/compare.json)")
+    compare.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
+    from harness import commands
+    return {"capture": commands.cmd_capture, "inspect": commands.cmd_inspect,
+            "compare": commands.cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exit_codes.BAD_INPUT if exc.code not in (0, None) else exit_codes.OK
+    _configure_logging(args.verbose)
+    try:
+        return _commands()[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

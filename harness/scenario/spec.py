@@ -1,0 +1,148 @@
+"""Scenario records: frozen, validated descriptions of one capture workload.
+
+A scenario says which gymnasium env to run with how many copies and seeds, how to build the world
+model, how to search, how long to collect and when the collector clears caches, updates weights
+and reanalyses. :mod:`harness.scenario.loader` builds these records from TOML files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from unizero.config import WorldModelConfig
+from unizero.mcts import MCTSConfig
+
+__all__ = ["ScenarioError", "EnvSpec", "SearchSpec", "RunSpec", "WeightUpdateSpec",
+           "ReanalyzeSpec", "Scenario", "WEIGHT_UPDATE_KINDS"]
+
+WEIGHT_UPDATE_KINDS = ("perturb", "sgd")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; the one-line message names the file and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSpec:
+    """``env_num`` copies of a gymnasium env; env k is first reset with ``seeds[k]``.
+
+    Later resets of env k continue that env's own seeded generator (gymnasium semantics), so the
+    whole episode sequence of every env is fixed by its seed.
+    """
+
+    id: str
+    env_num: int
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSpec:
+    """The collect search: may run more simulations than the model's ``num_simulations``
+    (which only sizes the recurrent pool, legacy-spec §1).
+
+    Attributes:
+        temperature: action sampling temperature over visit counts; 0 takes the most visited.
+        seed: seeds PUCT tie-breaking and action sampling.
+        root_noise: whether Dirichlet noise is mixed into root priors (seeded by
+            ``root_noise_seed``).
+    """
+
+    num_simulations: int
+    discount: float
+    temperature: float
+    seed: int
+    root_noise: bool
+    root_noise_seed: int
+    root_dirichlet_alpha: float
+    root_noise_fraction: float
+
+    def mcts_config(self, num_simulations: int | None = None) -> MCTSConfig:
+        return MCTSConfig(num_simulations=num_simulations or self.num_simulations,
+                          discount=self.discount, root_dirichlet_alpha=self.root_dirichlet_alpha,
+                          root_noise_fraction=self.root_noise_fraction)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """How long to collect and the collector's lifecycle.
+
+    Exactly one of ``num_steps`` (lock-step env steps) and ``num_episodes`` (completed episodes,
+    all envs together) is set. A round is ``steps_per_round`` steps; rounds with index
+    ``>= warmup_rounds`` "train": at their end the weights may be updated, reanalysis may run and
+    ``recompute_pos_emb_diff_and_clear_cache()`` is called. ``max_episode_steps`` (one per env)
+    truncates episodes so that envs end at different times. ``clear_interval`` is the collector's
+    periodic global wipe (legacy-spec §10, §14.6).
+    """
+
+    num_steps: int | None
+    num_episodes: int | None
+    steps_per_round: int
+    max_episode_steps: tuple[int, ...] | None
+    clear_interval: int
+    warmup_rounds: int
+
+    def __post_init__(self) -> None:
+        assert (self.num_steps is None) != (self.num_episodes is None), (
+            f"RunSpec: exactly one of num_steps and num_episodes must be set, got "
+            f"num_steps={self.num_steps!r}, num_episodes={self.num_episodes!r}")
+
+    @property
+    def total(self) -> int:
+        """The progress total: steps or episodes."""
+        return self.num_steps if self.num_steps is not None else self.num_episodes  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class WeightUpdateSpec:
+    """A parameter update at the end of every ``every``-th training round.
+
+    ``perturb`` adds seeded Gaussian noise of std ``scale`` to every parameter; ``sgd`` takes one
+    SGD step of size ``learning_rate`` on policy/value targets from the round's searches.
+    """
+
+    kind: str
+    every: int
+    scale: float
+    learning_rate: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReanalyzeSpec:
+    """Every ``every``-th training round, re-search ``env_num`` observations of the round
+    (sampled with ``seed``) with ``set_reanalyze_phase(True)``."""
+
+    every: int
+    num_simulations: int
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One capture workload. ``model`` is complete: obs/action sizes and env_num are filled in."""
+
+    name: str
+    description: str
+    source: str
+    env: EnvSpec
+    model: WorldModelConfig
+    search: SearchSpec
+    run: RunSpec
+    weights: WeightUpdateSpec | None = None
+    reanalyze: ReanalyzeSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready data (for trace headers)."""
+        def plain(value: Any) -> Any:
+            if dataclasses.is_dataclass(value):
+                return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            return value
+        return plain(self)
+
+    def with_run(self, **changes: Any) -> "Scenario":
+        """A copy with some :class:`RunSpec` fields changed (e.g. a shorter run for tests)."""
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))

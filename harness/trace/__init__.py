@@ -1,0 +1,13 @@
+"""The kvtrace container: a versioned, checksummed, streaming record file (no pickle).
+
+See docs/trace-format.md for the byte layout, versioning, truncation and error semantics.
+"""
+
+from harness.trace.codec import ALLOWED_DTYPES, FORMAT_VERSION
+from harness.trace.errors import (NotATraceError, TraceCorruptError, TraceError,
+                                  TraceTruncatedError, TraceVersionError)
+from harness.trace.format import Record, TraceReader, TraceWriter, iter_records, open_trace
+
+__all__ = ["ALLOWED_DTYPES", "FORMAT_VERSION", "NotATraceError", "Record", "TraceCorruptError",
+           "TraceError", "TraceReader", "TraceTruncatedError", "TraceVersionError", "TraceWriter",
+           "iter_records", "open_trace"]

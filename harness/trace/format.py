@@ -1,0 +1,374 @@
+"""Streaming trace files: :class:`TraceWriter` appends records, :class:`TraceReader` reads them.
+
+A capture writes ``<path>.partial``, flushing each record, and renames it to ``<path>`` only on
+a clean close, so an existing trace is never replaced by a failed capture. A reader yields the
+complete records of a file whose capture was killed and then reports where it was cut.
+Nothing here ever unpickles; the byte layout lives in :mod:`harness.trace.codec`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, NoReturn
+
+import numpy as np
+
+from harness.trace import codec
+from harness.trace.errors import (NotATraceError, TraceCorruptError, TraceTruncatedError,
+                                  TraceVersionError)
+
+__all__ = ["Record", "TraceWriter", "TraceReader", "open_trace", "iter_records"]
+
+_HINTS = ((b"\x80", "a Python pickle, which is never unpickled"),
+          (b"PK\x03\x04", "a zip archive (an .npz or torch.save file?)"),
+          (b"\x93NUMPY", "a NumPy .npy file"),
+          (b"\x1f\x8b", "a gzip file"))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record as read back.
+
+    Attributes:
+        index: 0-based position among the file's records.
+        offset: byte offset of the record's frame in the file.
+        kind: what the recorder called it (``root``, ``recurrent``, ...).
+        meta: the JSON metadata, exactly as appended (tuples read back as lists).
+        arrays: name -> little-endian array with the appended dtype, shape and bits.
+    """
+
+    index: int
+    offset: int
+    kind: str
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+class TraceWriter:
+    """Writes ``<path>.partial`` record by record and renames it to ``path`` on a clean close.
+
+    Use as a context manager: a clean exit finishes the file (end-of-trace + rename); an
+    exception leaves the ``.partial`` file as a readable prefix and ``path`` untouched. A stale
+    ``.partial`` from an earlier failed capture is overwritten.
+
+    Args:
+        path: the finished trace's path; its directory must exist.
+        header: JSON-able dict describing the capture (stored as given).
+        compress_level: zlib level 1-9 for payloads that shrink, 0 to store all raw.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: Mapping[str, Any], *,
+                 compress_level: int = 6) -> None:
+        if type(compress_level) is not int or not 0 <= compress_level <= 9:
+            raise ValueError(f"compress_level: expected an int in [0, 9], got {compress_level!r}")
+        header_frame = codec.encode_frame(codec.HEADER, codec.encode_json(header, "header"),
+                                          compress_level)
+        self.path = os.fspath(path)
+        self.partial_path = self.path + ".partial"
+        self.num_records = 0
+        self._packer = codec.RecordPacker(compress_level)
+        self._offset = 0
+        self._state = "open"
+        self._file = open(self.partial_path, "wb")
+        self._write(codec.encode_preamble())
+        self._write(header_frame)
+
+    def append(self, kind: str, meta: Mapping[str, Any] | None = None,
+               arrays: Mapping[str, np.ndarray] | None = None) -> int:
+        """Write one record and flush it; return its index.
+
+        Raises:
+            TypeError, ValueError: ``kind``, ``meta`` or ``arrays`` would not round-trip
+                (nothing is written then).
+        """
+        self._require_open("append")
+        self._write(self._packer.frame(codec.encode_record(kind, meta or {}, arrays or {})))
+        self.num_records += 1
+        return self.num_records - 1
+
+    def close(self) -> None:
+        """Write the end-of-trace, fsync, and atomically rename onto ``path``. Idempotent."""
+        if self._state == "closed":
+            return
+        self._require_open("close")
+        end_offset = self._offset
+        footer = codec.encode_json({"num_records": self.num_records}, "footer")
+        self._write(codec.encode_frame(codec.END, footer, 0))
+        self._write(codec.encode_trailer(end_offset))
+        try:
+            os.fsync(self._file.fileno())
+        except BaseException:
+            self.abort()
+            raise
+        self._file.close()
+        self._state = "closed"
+        pass
+
+    def abort(self) -> None:
+        """Stop without finishing: ``.partial`` stays a readable prefix, ``path`` is untouched."""
+        if self._state == "open":
+            self._file.close()
+            self._state = "aborted"
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _require_open(self, action: str) -> None:
+        if self._state != "open":
+            raise ValueError(f"{self.path}: cannot {action}: the writer is {self._state}")
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except BaseException:
+            self.abort()
+            raise
+        self._offset += len(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """Where a file without a complete end-of-trace stops holding whole frames."""
+
+    offset: int
+    num_records: int
+    num_dangling: int
+
+
+class TraceReader:
+    """Reads a trace lazily: the header and end are checked on open, records on iteration.
+
+    Iterating yields :class:`Record` objects one frame at a time (memory stays flat) and may
+    be repeated. Payload checksums are verified as each record is read, so a corrupt record
+    raises :class:`TraceCorruptError` after the records before it were yielded.
+
+    Args:
+        path: the trace file (a ``.partial`` file of a killed capture reads too).
+        strict: raise :class:`TraceTruncatedError` on open if the end-of-trace is missing.
+
+    Attributes:
+        header: the dict the writer was given.
+        format_version: ``(major, minor)`` from the preamble.
+        footer: the end-of-trace dict (``{"num_records": n}``), None when truncated.
+        num_records: the records the file holds; when truncated, the whole ones before the cut.
+        truncated: True when the file ends before its end-of-trace.
+        tail_note: a one-line account of the cut when truncated, else None.
+
+    Raises:
+        TraceError: a subclass naming the file, frame and offset (see docs/trace-format.md).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False) -> None:
+        self.path = os.fspath(path)
+        self._file = _open_file(self.path)
+        try:
+            self._size = os.fstat(self._file.fileno()).st_size
+            self.format_version = self._read_preamble()
+            self.header, self._data_start = self._read_header()
+            found = self._end_from_trailer() or self._scan()
+        except BaseException:
+            self._file.close()
+            raise
+        self._cut = found if isinstance(found, _Cut) else None
+        self.footer = None if self._cut else found[0]
+        self._end_offset = None if self._cut else found[1]
+        self.num_records = self._cut.num_records if self._cut else self.footer["num_records"]
+        self.truncated = self._cut is not None
+        self.tail_note = f"{self.path}: {self._describe_cut()}" if self._cut else None
+        if strict and self._cut:
+            self._file.close()
+            raise TraceTruncatedError(self.path, self._describe_cut(), offset=self._cut.offset)
+
+    def __iter__(self) -> Iterator[Record]:
+        if self._file.closed:
+            raise ValueError(f"{self.path}: cannot read records: the reader is closed")
+        offset, unpacker = self._data_start, codec.RecordUnpacker()
+        for index in range(self.num_records):
+            head = self._head(offset, index)
+            if head is None or head.kind != codec.RECORD or (
+                    self._end_offset is not None and offset + head.size > self._end_offset):
+                self._corrupt("expected a record frame here", "record", index, offset)
+            payload = self._payload(head, offset, "record", index, unpacker.payload)
+            try:
+                kind, meta, arrays = codec.decode_record(payload)
+            except codec.PayloadError as exc:
+                self._corrupt(str(exc), "record", index, offset)
+            yield Record(index, offset, kind, meta, arrays)
+            offset += head.size
+        if self._end_offset is not None and offset != self._end_offset:
+            self._corrupt(f"the end-of-trace at offset {self._end_offset} does not follow the "
+                          f"last record", "record", self.num_records, offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ open-time checks
+    def _read_preamble(self) -> tuple[int, int]:
+        data = self._read(0, codec.PREAMBLE.size)
+        if not data:
+            raise NotATraceError(self.path, "empty file (0 bytes), expected a kvtrace file")
+        if not codec.MAGIC.startswith(data[:len(codec.MAGIC)]):
+            raise NotATraceError(self.path, _not_magic(data))
+        if len(data) < codec.PREAMBLE.size:
+            raise TraceTruncatedError(self.path, f"the file ends after {len(data)} of the "
+                                      f"{codec.PREAMBLE.size} preamble bytes: the capture did not finish")
+        try:
+            major, minor = codec.parse_preamble(data)
+        except codec.PayloadError as exc:
+            self._corrupt(str(exc))
+        if major != codec.FORMAT_VERSION[0]:
+            newer = "newer than" if major > codec.FORMAT_VERSION[0] else "not supported by"
+            raise TraceVersionError(self.path, f"format version {major}.{minor} is {newer} this "
+                                    f"reader, which reads {codec.FORMAT_VERSION[0]}.x")
+        return major, minor
+
+    def _read_header(self) -> tuple[dict[str, Any], int]:
+        offset = codec.PREAMBLE.size
+        head = self._head(offset, None, frame="header")
+        if head is None or offset + head.size > self._size:
+            raise TraceTruncatedError(self.path, "the file ends inside it: the capture did not "
+                                      "get past the header", "header", None, offset)
+        if head.kind != codec.HEADER:
+            self._corrupt(f"frame kind {head.kind!r}, expected the header b'H'", "header", None, offset)
+        payload = self._payload(head, offset, "header", None)
+        try:
+            return codec.decode_json(payload, "header"), offset + head.size
+        except codec.PayloadError as exc:
+            self._corrupt(str(exc), "header", None, offset)
+
+    def _end_from_trailer(self) -> tuple[dict[str, Any], int] | None:
+        """The fast path for a finished file: the trailer points at the end-of-trace frame."""
+        if self._size < self._data_start + codec.FRAME_HEAD.size + codec.TRAILER.size:
+            return None
+        end_offset, magic = codec.TRAILER.unpack(self._read(self._size - codec.TRAILER.size,
+                                                            codec.TRAILER.size))
+        if magic != codec.END_MAGIC or not self._data_start <= end_offset < self._size:
+            return None
+        try:
+            return self._read_end(end_offset, None), end_offset
+        except TraceCorruptError:
+            return None  # the scan finds what is really wrong, or where the file is cut
+
+    def _scan(self) -> tuple[dict[str, Any], int] | _Cut:
+        """Walk frame heads from the first record to the end-of-trace or the cut."""
+        offset, index = self._data_start, 0
+        while True:
+            head = self._head(offset, index)
+            if head is None or offset + head.size > self._size:
+                return _Cut(offset, index, self._size - offset)
+            if head.kind == codec.END:
+                if self._size - offset - head.size < codec.TRAILER.size:
+                    return _Cut(offset, index, self._size - offset)
+                return self._read_end(offset, index), offset
+            if head.kind != codec.RECORD:
+                self._corrupt(f"frame kind {head.kind!r}, expected a record b'R' or the "
+                              f"end-of-trace b'E'", "record", index, offset)
+            offset, index = offset + head.size, index + 1
+
+    def _read_end(self, offset: int, num_records: int | None) -> dict[str, Any]:
+        """Verify the end-of-trace frame at ``offset`` and the trailer after it."""
+        head = self._head(offset, None, frame="end-of-trace")
+        if head is None or head.kind != codec.END:
+            self._corrupt("expected the end-of-trace frame b'E'", "end-of-trace", None, offset)
+        trailer_at = offset + head.size
+        if self._size - trailer_at != codec.TRAILER.size:
+            self._corrupt(f"{self._size - trailer_at} bytes follow it, expected the "
+                          f"{codec.TRAILER.size}-byte trailer", "end-of-trace", None, offset)
+        payload = self._payload(head, offset, "end-of-trace", None)
+        try:
+            footer = codec.decode_json(payload, "end-of-trace")
+        except codec.PayloadError as exc:
+            self._corrupt(str(exc), "end-of-trace", None, offset)
+        count = footer.get("num_records")
+        if type(count) is not int or count < 0 or num_records not in (None, count):
+            expected = "an int >= 0" if num_records is None else num_records
+            self._corrupt(f"num_records is {count!r}, expected {expected}", "end-of-trace", None, offset)
+        pointer, magic = codec.TRAILER.unpack(self._read(trailer_at, codec.TRAILER.size))
+        if magic != codec.END_MAGIC or pointer != offset:
+            self._corrupt(f"the trailer holds ({pointer}, {magic!r}), expected ({offset}, "
+                          f"{codec.END_MAGIC!r})", "end-of-trace", None, offset)
+        return footer
+
+    # ------------------------------------------------------------------ frame access
+    def _head(self, offset: int, index: int | None, frame: str = "record") -> codec.FrameHead | None:
+        """The verified frame head at ``offset``, or None if the file ends inside it."""
+        data = self._read(offset, codec.FRAME_HEAD.size)
+        if len(data) < codec.FRAME_HEAD.size:
+            return None
+        try:
+            return codec.parse_head(data)
+        except codec.PayloadError as exc:
+            self._corrupt(str(exc), frame, index, offset)
+
+    def _payload(self, head: codec.FrameHead, offset: int, frame: str, index: int | None,
+                 unpack: Callable[[codec.FrameHead, bytes], bytes] = codec.unpack_payload) -> bytes:
+        stored = self._read(offset + codec.FRAME_HEAD.size, head.stored_len)
+        if len(stored) != head.stored_len:
+            raise TraceTruncatedError(self.path, "the file ends inside this frame (it changed "
+                                      "after it was opened)", frame, index, offset)
+        try:
+            return unpack(head, stored)
+        except codec.PayloadError as exc:
+            self._corrupt(str(exc), frame, index, offset)
+
+    def _read(self, offset: int, size: int) -> bytes:
+        self._file.seek(offset)
+        return self._file.read(max(0, min(size, self._size - offset)))
+
+    def _corrupt(self, detail: str, frame: str | None = None, index: int | None = None,
+                 offset: int | None = None) -> NoReturn:
+        raise TraceCorruptError(self.path, f"{detail} (file is corrupt)", frame, index, offset)
+
+    def _describe_cut(self) -> str:
+        cut = self._cut
+        after = f"record {cut.num_records - 1}" if cut.num_records else "the header"
+        dangling = (f"; {cut.num_dangling} bytes of an unfinished frame follow"
+                    if cut.num_dangling else "")
+        return (f"trace is cut after {after} at byte offset {cut.offset} "
+                f"({cut.num_records} complete records{dangling}): the capture did not finish")
+
+
+def open_trace(path: str | os.PathLike[str], *, strict: bool = False) -> TraceReader:
+    """Open a trace for reading; see :class:`TraceReader`."""
+    return TraceReader(path, strict=strict)
+
+
+def iter_records(path: str | os.PathLike[str], *, strict: bool = False) -> Iterator[Record]:
+    """Yield every record of ``path`` and close it; a cut tail ends the iteration quietly
+    unless ``strict``."""
+    with TraceReader(path, strict=strict) as reader:
+        yield from reader
+
+
+def _open_file(path: str) -> BinaryIO:
+    if os.path.isdir(path):
+        raise NotATraceError(path, "is a directory, expected a kvtrace file")
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise NotATraceError(path, "no such file, expected a kvtrace file") from None
+    except OSError as exc:
+        raise NotATraceError(path, f"cannot open ({exc.strerror}), expected a readable kvtrace "
+                             f"file") from None
+
+
+def _not_magic(data: bytes) -> str:
+    start = data[:len(codec.MAGIC)]
+    guess = next((f", looks like {what}" for prefix, what in _HINTS if start.startswith(prefix)), "")
+    return (f"not a kvtrace file: starts with {start.hex(' ')}{guess}; expected magic "
+            f"{codec.MAGIC.hex(' ')}")
