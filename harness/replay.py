@@ -165,8 +165,8 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
     with open_trace(path) as reader:
         header = reader.header
         if not isinstance(header, dict) or header.get("schema") != TRACE_SCHEMA:
-            raise TraceError(f"{path}: header.schema: expected {TRACE_SCHEMA!r}, "
-                             f"got {header.get('schema') if isinstance(header, dict) else header!r}")
+            found = header.get("schema") if isinstance(header, dict) else header
+            raise TraceError(path, f"header.schema: expected {TRACE_SCHEMA!r}, got {found!r}")
         config = WorldModelConfig.from_dict(header.get("config"), where=f"{path}: header.config")
         control, candidate = _build_engines(config, options)
         noise, pools, coverage = NoiseFloor(), _PoolCounter(), Counter()

@@ -114,6 +114,11 @@ class KVCacheManager:
     def _new_stats(self) -> CacheStats | NullStats:
         return CacheStats() if self.enable_stats else NullStats()
 
+    @staticmethod
+    def make_key(state: np.ndarray | torch.Tensor) -> int:
+        """The cache key of a latent (XXH64 over its float32 bytes, as legacy)."""
+        return cache_key(state)
+
     def __repr__(self) -> str:
         return (f"KVCacheManager(env_num={self.env_num}, init={self.config.init_pool_size}, "
                 f"recur={self.recur_pool.num_slots}, wm={self.wm_pool.num_slots}, "

@@ -25,7 +25,6 @@ from torch.nn import functional as F
 from unizero.backends import load_object
 from unizero.config import WorldModelConfig
 from unizero.events import POOL_RECURRENT, POOL_ROOT, Clear, Lookup, Store, Trim
-from unizero.hashing import hash_state
 from unizero.imagine import forward_action_then_obs, forward_fresh_context, forward_root_first_step
 from unizero.kv_cache import KeysValues
 from unizero.world_model import BaseWorldModel, InferenceOutput, InputError
@@ -76,7 +75,7 @@ class RefactoredWorldModel(BaseWorldModel):
             last_emb = self.net.encode(last)
             contexts, sizes = [], []
             for i in range(batch):
-                key = hash_state(last_emb[i])
+                key = self.kv_cache_manager.make_key(last_emb[i])
                 matched = self.kv_cache_manager.get_init_cache(i, key)
                 self._collect_context(i, key, matched, POOL_ROOT if matched is not None else None,
                                       last_emb[i], contexts, sizes, path="root")
@@ -101,7 +100,7 @@ class RefactoredWorldModel(BaseWorldModel):
         self._start_positions(start_pos, batch)
         contexts, sizes = [], []
         for j in range(batch):
-            key = hash_state(latent[j])
+            key = self.kv_cache_manager.make_key(latent[j])
             if self.reanalyze_phase:
                 matched, pool = None, None
             else:
@@ -157,7 +156,7 @@ class RefactoredWorldModel(BaseWorldModel):
         pool = POOL_ROOT if is_root else POOL_RECURRENT
         batch_size = batch_cache.size
         for i in range(latents.shape[0]):
-            key = hash_state(latents[i])
+            key = self.kv_cache_manager.make_key(latents[i])
             if is_root:
                 own_size, shift = batch_size, 0  # the batch size for every env (legacy quirk 4)
             else:

@@ -7,6 +7,7 @@ Colour follows rich's own rules, which honour ``NO_COLOR``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -41,7 +42,7 @@ def _hit_rates(trace: TraceResult, engine: str) -> str:
     parts = []
     for stats in trace.pool_stats:
         if stats.engine == engine and stats.hit_rate is not None:
-            parts.append(f"{stats.pool} {stats.hit_rate:.0%}")
+            parts.append(f"{stats.pool[:5]} {stats.hit_rate:.0%}")
     return ", ".join(parts) or "-"
 
 
@@ -92,23 +93,23 @@ class RunReport:
     def _summary(self) -> Table:
         run = self.run
         control, candidate = run.control_engine, run.candidate_engine
-        table = Table(title=f"kvmigrate compare: control {control} vs candidate {candidate}",
+        table = Table(title=f"kvmigrate compare: control {control} vs candidate {candidate}"
+                            + (f" (manager {run.manager_spec})" if run.manager_spec else ""),
                       title_justify="left")
-        for column in ("trace", "calls", "tensors", "divergent", "waived", "first",
-                       f"hit rate {control}", f"hit rate {candidate}",
-                       f"{control} ms", f"{candidate} ms", "ratio"):
-            table.add_column(column)
+        for column in ("trace", "calls", "tensors", "unwaived", "waived", "first",
+                       "hit rate ctl | cand", "time ms ctl | cand", "ratio"):
+            table.add_column(column, overflow="fold")
         for trace in run.traces:
             t_control = engine_total(trace, control)
             t_candidate = engine_total(trace, candidate)
             ratio = f"{t_control / t_candidate:.2f}x" if t_candidate > 0 and t_control > 0 else "-"
             first = trace.first_unwaived or trace.first_divergence
             waived = sum(call.waived for call in trace.divergences)
-            table.add_row(trace.trace_path, str(trace.num_calls), str(trace.num_tensors_compared),
-                          str(trace.num_unwaived_calls), str(waived),
+            table.add_row(Path(trace.trace_path).name, str(trace.num_calls),
+                          str(trace.num_tensors_compared), str(trace.num_unwaived_calls), str(waived),
                           "-" if first is None else str(first.call_index),
-                          _hit_rates(trace, control), _hit_rates(trace, candidate),
-                          f"{t_control * 1e3:.1f}", f"{t_candidate * 1e3:.1f}", ratio)
+                          f"{_hit_rates(trace, control)} | {_hit_rates(trace, candidate)}",
+                          f"{t_control * 1e3:.1f} | {t_candidate * 1e3:.1f}", ratio)
         return table
 
     def _timings(self) -> Table:
@@ -127,7 +128,7 @@ class RunReport:
                     continue
                 ratio = (f"{control.median_s / candidate.median_s:.2f}x"
                          if candidate.median_s > 0 and control.median_s > 0 else "-")
-                table.add_row(trace.trace_path, kind, str(control.num_calls),
+                table.add_row(Path(trace.trace_path).name, kind, str(control.num_calls),
                               f"{fmt_ms(control.median_s)} / {fmt_ms(control.p95_s)}",
                               f"{fmt_ms(candidate.median_s)} / {fmt_ms(candidate.p95_s)}", ratio)
         return table

@@ -39,7 +39,7 @@ HEADER, RECORD, END = b"H", b"R", b"E"
 FLAG_DEFLATE = 0x01   # this frame's payload is a complete raw DEFLATE stream
 FLAG_STREAM = 0x02    # this record's payload continues the file's record DEFLATE stream
 _SYNC_TAIL = b"\x00\x00\xff\xff"  # ends every sync flush; implied, not stored
-_MAX_LEN = 2**32 - 1
+_MAX_RAW_LEN = 2**31  # far below u32, so even a payload DEFLATE expands still fits the head
 _ALIGN = 8
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _MAX_NDIM = 64
@@ -91,6 +91,7 @@ def parse_preamble(data: bytes) -> tuple[int, int]:
 
 def encode_frame(kind: bytes, raw: bytes, level: int) -> bytes:
     """Frame ``raw`` on its own; DEFLATE it at ``level`` (0 = never) when that makes it smaller."""
+    _check_raw_len(raw)
     if level and len(raw) > 32:
         packer = zlib.compressobj(level, zlib.DEFLATED, -15)
         packed = packer.compress(raw) + packer.flush()
@@ -108,6 +109,7 @@ class RecordPacker:
         self._packer = zlib.compressobj(level, zlib.DEFLATED, -15) if level else None
 
     def frame(self, raw: bytes) -> bytes:
+        _check_raw_len(raw)  # before the stream sees it: a refused record must leave no trace
         if self._packer is None:
             return _frame(RECORD, 0, raw, len(raw))
         packed = self._packer.compress(raw) + self._packer.flush(zlib.Z_SYNC_FLUSH)
@@ -129,9 +131,12 @@ class RecordUnpacker:
         return _inflate(self._unpacker, stored + _SYNC_TAIL, head.raw_len, stream=True)
 
 
+def _check_raw_len(raw: bytes) -> None:
+    if len(raw) > _MAX_RAW_LEN:
+        raise ValueError(f"a frame payload of {len(raw)} bytes exceeds the {_MAX_RAW_LEN}-byte limit")
+
+
 def _frame(kind: bytes, flags: int, stored: bytes, raw_len: int) -> bytes:
-    if raw_len > _MAX_LEN:
-        raise ValueError(f"a frame payload of {raw_len} bytes exceeds the {_MAX_LEN}-byte limit")
     body = _HEAD_BODY.pack(kind, flags, 0, len(stored), raw_len, xxhash.xxh64_intdigest(stored))
     return b"".join((body, struct.pack("<I", zlib.crc32(body)), stored))
 

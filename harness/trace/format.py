@@ -84,7 +84,8 @@ class TraceWriter:
                 (nothing is written then).
         """
         self._require_open("append")
-        self._write(self._packer.frame(codec.encode_record(kind, meta or {}, arrays or {})))
+        raw = codec.encode_record(kind, {} if meta is None else meta, {} if arrays is None else arrays)
+        self._write(self._packer.frame(raw))
         self.num_records += 1
         return self.num_records - 1
 
@@ -104,7 +105,7 @@ class TraceWriter:
             raise
         self._file.close()
         self._state = "closed"
-        pass
+        os.replace(self.partial_path, self.path)
 
     def abort(self) -> None:
         """Stop without finishing: ``.partial`` stays a readable prefix, ``path`` is untouched."""
