@@ -21,3 +21,14 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+SCENARIOS := cartpole_small acrobot_multi cartpole_zero_init cartpole_pool_pressure cartpole_twin_envs
+
+compare: $(STAMP)
+	$(PY) -m harness compare scenarios/traces
+
+capture: $(STAMP)
+	mkdir -p scenarios/traces
+	for s in $(SCENARIOS); do \
+		$(PY) -m harness capture scenarios/$$s.toml -o scenarios/traces/$$s.kvtrace || exit 1; \
+	done

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness",
                                      description="kvmigrate: legacy vs refactored KV cache harness")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: the models are small and extra "
+                             "threads only spin against each other)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     capture = sub.add_parser("capture", help="run a scenario and record every imagine call")
@@ -97,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exit_codes.BAD_INPUT if exc.code not in (0, None) else exit_codes.OK
     _configure_logging(args.verbose)
+    if args.threads < 1:
+        print(f"error: --threads: expected a positive integer, got {args.threads}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    import torch
+    torch.set_num_threads(args.threads)
     try:
         return _commands()[args.command](args)
     except USER_ERRORS as exc:

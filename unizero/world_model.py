@@ -165,15 +165,29 @@ class BaseWorldModel(nn.Module, abc.ABC):
             raise InputError(f"latent_state: expected dtype float32 (the cache key hashes its bytes), "
                              f"got {latent_state.dtype}")
         arr = latent_state.reshape(latent_state.shape[0], -1) if latent_state.ndim == 3 else latent_state
-        if arr.ndim != 2 or arr.shape[1] != self.config.embed_dim or not 0 < arr.shape[0] <= self.env_num:
+        # Reanalysis searches a replay batch, not the live envs: no lookup is indexed by env
+        # there (every lookup is a forced miss), so B may exceed env_num (spec §7, quirk 14).
+        max_rows = None if self.reanalyze_phase else self.env_num
+        if arr.ndim != 2 or arr.shape[1] != self.config.embed_dim or arr.shape[0] < 1 \
+                or (max_rows is not None and arr.shape[0] > max_rows):
+            bound = "1 <= B" if max_rows is None else f"1 <= B <= {max_rows}"
             raise InputError(f"latent_state: expected shape [B, {self.config.embed_dim}] with "
-                             f"1 <= B <= {self.env_num}, got {list(latent_state.shape)}")
+                             f"{bound}, got {list(latent_state.shape)}")
         return arr
 
     def _start_positions(self, start_pos: Any, rows: int) -> np.ndarray:
+        """Start positions only matter with RoPE (absent here); validated, passed through.
+
+        Accepts a scalar (upstream's default ``start_pos=0``), one entry per row, or the
+        reanalysis layout ``[R, C]`` that covers ``R * (C + 1)`` rows (spec §7 step 5).
+        """
         if start_pos is None:
             return np.zeros(rows, dtype=np.int64)
         arr = _as_array(start_pos, "start_pos")
-        if arr.shape[0] < rows:
-            raise InputError(f"start_pos: expected {rows} or more entries, got shape {list(arr.shape)}")
+        if arr.ndim == 0:
+            return np.full(rows, arr.item())
+        covered = arr.shape[0] * (arr.shape[1] + 1) if arr.ndim == 2 else arr.shape[0]
+        if arr.ndim > 2 or covered < rows:
+            raise InputError(f"start_pos: expected {rows} or more entries (or a [R, C] reanalysis "
+                             f"table with R * (C + 1) >= {rows}), got shape {list(arr.shape)}")
         return arr

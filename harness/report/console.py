@@ -63,10 +63,11 @@ class DivergencePanel:
         if call.event_divergence is not None:
             parts.append(Text("cache decisions: " + call.event_divergence.summary))
         status = f"waived by {call.waiver_id}" if call.waived else "unwaived"
-        title = (f"{'FIRST ' if self.first else ''}divergence: {call.trace} call {call.call_index} "
-                 f"({call.call_kind}, envs {list(call.env_ids)}) {call.classification}, {status}")
-        yield Panel(Group(*parts), title=title, title_align="left",
-                    border_style="yellow" if call.waived else "red")
+        title = (f"{'FIRST ' if self.first else ''}{call.classification} divergence, "
+                 f"call {call.call_index} ({call.call_kind})")
+        subtitle = f"{Path(call.trace).name}, envs {list(call.env_ids)}, {status}"
+        yield Panel(Group(*parts), title=title, title_align="left", subtitle=subtitle,
+                    subtitle_align="left", border_style="yellow" if call.waived else "red")
 
 
 def _tensor_table(divergences: Iterable[TensorDivergence]) -> Table:

@@ -78,8 +78,9 @@ class WeightUpdater:
                                        dtype=torch.float32, device=device)
         loss = (-(policy_target * F.log_softmax(policy_logits, dim=-1)).sum(-1).mean()
                 - (value_target * F.log_softmax(value_logits, dim=-1)).sum(-1).mean())
-        optimizer = torch.optim.SGD(model.parameters(), lr=self.spec.learning_rate)
-        optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        with torch.no_grad():  # plain SGD; torch.optim's first use costs seconds of imports
+            for parameter in model.parameters():
+                if parameter.grad is not None:
+                    parameter -= self.spec.learning_rate * parameter.grad
         return {name: value.detach() for name, value in model.state_dict().items()}
