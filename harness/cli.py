@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--self-check", action="store_true",
                          help="replay the control against a fresh copy of itself")
     compare.add_argument("--json", metavar="PATH", help="JSON report path (default reports/compare.json)")
-    compare.add_argument("--no-progress", action="store_true")
+    compare.add_argument("--markdown", metavar="PATH", help="also write a Markdown summary")
+    compare.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
     return parser
 
 

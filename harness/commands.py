@@ -20,13 +20,13 @@ from harness.cli import DEFAULT_TRACE_DIR, expand_traces
 from harness.compare import TolerancePolicy, parse_tol_option
 from harness.errors import UsageError
 from harness.recorder import TraceRecorder, make_header
-from harness.replay import ReplayOptions, replay_trace
+from harness.replay import ReplayOptions, candidate_name, replay_trace
 from harness.report.console import RunReport
 from harness.report.files import write_reports
 from harness.results import RunResult, TraceResult
 from harness.scenario import build_world_model_config, load_scenario, run_scenario
 from harness.trace import TraceWriter, open_trace
-from harness.waivers import load_waivers
+from harness.waivers import load_waivers, waiver_report
 from unizero.backends import build_world_model
 
 __all__ = ["cmd_capture", "cmd_inspect", "cmd_compare", "run_comparison", "shard_paths",
@@ -47,6 +47,10 @@ def _progress(console: Console) -> Progress:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError(f"--steps: expected a positive integer, got {args.steps}")
+        scenario = scenario.with_run(num_steps=args.steps, num_episodes=None)
     config = build_world_model_config(scenario)
     model = build_world_model(config, args.device, backend=args.engine)
     header = make_header(model, engine=args.engine,
@@ -169,9 +173,8 @@ def run_comparison(paths: list[str], options: ReplayOptions, *, waivers_path: st
                     path, options, judge=waivers.judge,
                     progress=lambda done, total, task=task: progress.update(task, completed=done,
                                                                             total=total)))
-    candidate = options.control if options.self_check else options.candidate
     return RunResult(created_at=created, control_engine=options.control,
-                     candidate_engine=candidate, manager_spec=options.manager,
+                     candidate_engine=candidate_name(options), manager_spec=options.manager,
                      tolerances=options.policy.to_dict(), traces=tuple(results))
 
 
@@ -190,6 +193,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console = _console()
     run = run_comparison(paths, options, waivers_path=args.waivers, jobs=args.jobs, console=console)
     console.print(RunReport(run))
-    written = write_reports(run, json_path=Path(args.json) if args.json else DEFAULT_JSON)
+    report = waiver_report(load_waivers(args.waivers), run)
+    written = write_reports(run, json_path=Path(args.json) if args.json else DEFAULT_JSON,
+                            markdown_path=args.markdown, html_path=args.html, waiver_report=report)
     console.print("reports: " + ", ".join(str(p) for p in written))
     return run.exit_code

@@ -25,7 +25,7 @@ from harness.trace import TraceError, open_trace
 from unizero.config import WorldModelConfig
 from unizero.events import Clear, Lookup, Store, Trim
 
-__all__ = ["ReplayOptions", "replay_trace", "file_digest", "coverage_of", "COVERAGE_PATHS"]
+__all__ = ["ReplayOptions", "replay_trace", "candidate_name", "file_digest", "coverage_of", "COVERAGE_PATHS"]
 
 COVERAGE_PATHS = ("root_first_step", "root_continuing", "hit_root_pool", "hit_recurrent_pool",
                   "miss", "forced_miss", "eviction", "trim", "clear_after_root", "clear_periodic",
@@ -143,11 +143,18 @@ def _compare_call(trace: str, recorded: RecordedCall, control: Observation, cand
             len(names), max_err)
 
 
+def candidate_name(options: ReplayOptions) -> str:
+    """The name the candidate's timings and pool stats are recorded under."""
+    if options.self_check:
+        return f"{options.control}#2"
+    return options.candidate if options.manager is None else f"{options.candidate}[{options.manager}]"
+
+
 def _build_engines(config: WorldModelConfig, options: ReplayOptions) -> tuple[Engine, Engine]:
     control = build_engine(options.control, config, device=options.device)
     if options.self_check:
         candidate = build_engine(options.control, config, device=options.device)
-        candidate.name = f"{options.control}#2"
+        candidate.name = candidate_name(options)
     else:
         candidate = build_engine(options.candidate, config, device=options.device,
                                  manager=options.manager)

@@ -30,16 +30,16 @@ def run_to_json(run: RunResult) -> str:
 
 
 def write_reports(run: RunResult, *, json_path: Path, markdown_path: str | None = None,
-                  html_path: str | None = None) -> list[Path]:
+                  html_path: str | None = None, waiver_report: dict | None = None) -> list[Path]:
     """Write the JSON report (and the optional forms); returns the paths written."""
     written = [json_path]
     atomic_write_text(json_path, run_to_json(run))
     if markdown_path:
         from harness.report.markdown import render_markdown
-        atomic_write_text(Path(markdown_path), render_markdown(run))
+        atomic_write_text(Path(markdown_path), render_markdown(run, waiver_report=waiver_report))
         written.append(Path(markdown_path))
     if html_path:
         from harness.report.html import render_html
-        atomic_write_text(Path(html_path), render_html(run))
+        atomic_write_text(Path(html_path), render_html(run, waiver_report=waiver_report))
         written.append(Path(html_path))
     return written

@@ -53,16 +53,6 @@ code, pre { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
 pre { background: #f6f8fa; padding: 8px; overflow-x: auto; margin: 4px 0; }
 figure { margin: 16px 0; } figcaption { color: var(--muted); font-size: 13px; max-width: 1100px; }
 figcaption b { color: var(--ink); }
-svg { max-width: 100%; height: auto; display: block; font-size: 12px; }
-svg .axis { stroke: #57606a; } svg .grid { stroke: #e5e7eb; } svg .dashed { stroke-dasharray: 4 3; }
-svg .tick { fill: #57606a; } svg .muted { font-style: italic; } svg .value { fill: #1f2328; }
-svg .row-label, svg .panel-title { fill: #1f2328; font-weight: 600; }
-svg .axis-label { fill: #57606a; }
-svg .vertical { writing-mode: vertical-rl; transform-box: fill-box; }
-svg .series { fill: none; stroke: #4e79a7; stroke-width: 1.2; } svg .series-dot { fill: #4e79a7; }
-svg .whisker { stroke: #1f2328; stroke-width: 1.5; }
-.c-control { fill: #4e79a7; } .c-candidate { fill: #b07aa1; } .c-coverage { fill: #76b7b2; }
-.c-unwaived { fill: #d62728; stroke: #7f1d1d; } .c-waived { fill: #e49b0f; stroke: #7c5300; }
 .key { font-weight: 600; } .key.unwaived { color: #d62728; } .key.waived { color: #b07400; }
 .key.control { color: #4e79a7; } .key.candidate { color: #8a4f80; }
 details > summary { cursor: pointer; color: #0969da; }
@@ -193,9 +183,10 @@ def _error_figure(trace: TraceResult, dom_id: str) -> str:
                 f"line. {len(positive)} of {len(values)} calls have a non-zero error, the largest "
                 f"{largest:.3g} at call {where}. The error includes differences within "
                 f"tolerance: a non-zero error alone is not a divergence.")
-        if len(values) > svg.WIDTH - 110:
+        if len(values) > svg.ERROR_PLOT_COLUMNS:
             text += " Each pixel column shows the largest error among the calls it covers."
-    return _figure(plot, f"<b>Plot 1. Per-call max error.</b> {_e(text)} Marks: {_MARK_KEY}.")
+    key = f" Marks: {_MARK_KEY}." if marks else ""
+    return _figure(plot, f"<b>Plot 1. Per-call max error.</b> {_e(text)}{key}")
 
 
 def _timeline_figure(trace: TraceResult, dom_id: str) -> str:
@@ -219,8 +210,9 @@ def _timeline_figure(trace: TraceResult, dom_id: str) -> str:
         text += f" {dropped} further unwaived diverging call(s) were not kept in the result."
     if not trace.divergences:
         text += " No call diverged."
-    return _figure(plot, f"<b>Plot 2a. Cache-decision timeline (diverging calls).</b> {_e(text)} "
-                         f"Marks: {_MARK_KEY}.")
+    key = f" Marks: {_MARK_KEY}." if marks else ""
+    return _figure(plot, f"<b>Plot 2a. Cache-decision timeline (diverging calls).</b> "
+                         f"{_e(text)}{key}")
 
 
 def _coverage_figure(trace: TraceResult, dom_id: str) -> str:
@@ -257,7 +249,7 @@ def _latency_figure(run: RunResult, trace: TraceResult, dom_id: str) -> str:
         ratio = time_ratio(t_control.median_s if t_control else 0.0,
                            t_candidate.median_s if t_candidate else 0.0)
         calls = max(b.num_calls for b in (t_control, t_candidate) if b is not None)
-        panels.append((f"{kind}: {calls} calls, ratio {ratio}", bars))
+        panels.append((f"{kind}: {calls} call{'' if calls == 1 else 's'}, ratio {ratio}", bars))
     plot = svg.range_panels(panels, unit="ms", title="Latency per call kind per engine",
                             description=f"Median (bar) and 95th percentile (whisker) wall time "
                                         f"per call of each engine for each call kind in "
@@ -439,6 +431,6 @@ def render_html(run: RunResult, *, waiver_report: Mapping[str, Any] | None = Non
     title = f"kvmigrate compare: {'EQUIVALENT' if run.ok else 'DIVERGED'}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body><main>"
+            f"<title>{_e(title)}</title><style>{_STYLE}{svg.STYLE}</style></head><body><main>"
             f"{_header(run)}{_overview(run)}{sections}{_waivers(run, waiver_report)}{_notes(run)}"
             f"</main></body></html>\n")

@@ -3,8 +3,8 @@
 Every plot is a ``<svg role="img">`` whose ``<title>`` and ``<desc>`` name what it shows, whose
 marks carry their own ``<title>`` (a tooltip and a screen-reader label), and whose series are
 told apart by shape and text as well as colour. Colours come from CSS classes (``c-control``,
-``c-candidate``, ``c-unwaived``, ``c-waived``, ...) that the page's stylesheet defines. All text
-is escaped here; callers pass plain strings.
+``c-candidate``, ``c-unwaived``, ``c-waived``, ...) defined in ``STYLE``, which the page
+inlines. All text is escaped here; callers pass plain strings.
 """
 
 from __future__ import annotations
@@ -15,10 +15,24 @@ from html import escape
 from typing import Callable, Sequence
 
 __all__ = ["Canvas", "Mark", "Bar", "nice_ticks", "error_plot", "timeline_plot", "hbar_chart",
-           "range_panels", "grouped_bars", "WIDTH"]
+           "range_panels", "grouped_bars", "WIDTH", "STYLE", "ERROR_PLOT_COLUMNS"]
 
 WIDTH = 1100
+STYLE = """
+svg { max-width: 100%; height: auto; display: block; font-size: 12px; }
+svg .axis { stroke: #57606a; } svg .grid { stroke: #e5e7eb; } svg .dashed { stroke-dasharray: 4 3; }
+svg .tick { fill: #57606a; } svg .muted { font-style: italic; } svg .value { fill: #1f2328; }
+svg .row-label, svg .panel-title { fill: #1f2328; font-weight: 600; }
+svg .axis-label { fill: #57606a; }
+svg .vertical { writing-mode: vertical-rl; transform-box: fill-box; }
+svg .series { fill: none; stroke: #4e79a7; stroke-width: 1.2; } svg .series-dot { fill: #4e79a7; }
+svg .whisker { stroke: #1f2328; stroke-width: 1.5; }
+.c-control { fill: #4e79a7; } .c-candidate { fill: #b07aa1; } .c-coverage { fill: #76b7b2; }
+.c-unwaived { fill: #d62728; stroke: #7f1d1d; } .c-waived { fill: #e49b0f; stroke: #7c5300; }
+"""
 _LEFT, _RIGHT, _TOP, _BOTTOM = 86, 24, 34, 44
+_MAX_DOTS = 200
+ERROR_PLOT_COLUMNS = WIDTH - _LEFT - _RIGHT  # above this many calls, one column shows several
 
 
 def _num(value: float) -> str:
@@ -170,12 +184,18 @@ def error_plot(values: Sequence[float], marks: Sequence[Mark], *, title: str, de
                dom_id: str, height: int = 300) -> str:
     """Per-call error on a log scale, with a lane for exact zeros under it (a log scale has no
     zero). Values that are not positive and finite are drawn in the zero lane; marks are drawn
-    at ``Mark.y``, their call's error."""
+    at ``Mark.y``, their call's error. With no positive value there is no log scale: the plot
+    shrinks to the zero lane and says so."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    height = height if positive else 120
     canvas = Canvas(WIDTH, height, title, description, dom_id)
     x_of = _x_scale(len(values), WIDTH - _RIGHT)
     zero_y = height - _BOTTOM - 10
     top, bottom = _TOP, zero_y - 26
-    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if not positive:
+        canvas.text((_LEFT + WIDTH - _RIGHT) / 2, _TOP,
+                    f"all {len(values)} values are exactly 0" if values else "no values",
+                    "tick muted", "middle")
     lo = math.floor(math.log10(min(positive))) if positive else 0
     hi = math.ceil(math.log10(max(positive))) if positive else 1
     hi = max(hi, lo + 1)
@@ -193,12 +213,15 @@ def error_plot(values: Sequence[float], marks: Sequence[Mark], *, title: str, de
         canvas.line(_LEFT, bottom + 13, WIDTH - _RIGHT, bottom + 13, "grid dashed")
     canvas.line(_LEFT, zero_y, WIDTH - _RIGHT, zero_y, "grid")
     canvas.text(_LEFT - 8, zero_y + 4, "0", "tick", "end")
-    canvas.text(14, (top + zero_y) / 2, "max abs error", "axis-label vertical", "middle")
-    points = [(x_of(x), y_of(v)) for x, v in _envelope(values, WIDTH - _LEFT - _RIGHT)]
+    if positive:
+        canvas.text(14, (top + zero_y) / 2, "max abs error", "axis-label vertical", "middle")
+    points = [(x_of(x), y_of(v)) for x, v in _envelope(values, ERROR_PLOT_COLUMNS)]
     if len(points) > 1:
         canvas.polyline(points, "series")
-    elif points:
-        canvas.mark(*points[0], "circle", "series-dot", f"call 0: {values[0]:.3g}")
+    if len(values) <= _MAX_DOTS:  # few calls: a dot (and tooltip) per call
+        for index, (px, py) in enumerate(points):
+            canvas.mark(px, py, "circle", "series-dot", f"call {index}: {values[index]:.3g}",
+                        size=3.0)
     for mark in marks:
         canvas.mark(x_of(mark.x), y_of(mark.y), mark.shape, mark.css, mark.tooltip)
     _x_axis(canvas, len(values), x_of, height - _BOTTOM, WIDTH - _RIGHT)
