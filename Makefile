@@ -22,7 +22,7 @@ test: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
-SCENARIOS := cartpole_small acrobot_multi cartpole_zero_init cartpole_pool_pressure cartpole_twin_envs
+SCENARIOS := cartpole_small acrobot_multi cartpole_zero_init cartpole_pool_pressure cartpole_twin_envs mutation_pressure
 
 compare: $(STAMP)
 	$(PY) -m harness compare scenarios/traces
@@ -32,3 +32,9 @@ capture: $(STAMP)
 	for s in $(SCENARIOS); do \
 		$(PY) -m harness capture scenarios/$$s.toml -o scenarios/traces/$$s.kvtrace || exit 1; \
 	done
+
+gate: $(STAMP)
+	$(PY) -m harness gate --phase $(PHASE)
+
+mutate: $(STAMP)
+	$(PY) -m harness mutate scenarios/traces

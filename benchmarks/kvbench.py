@@ -31,7 +31,7 @@ __all__ = ["NetTimer", "ByteCounter", "ensure_trace", "load_calls", "build_model
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGINE_KINDS = ("root", "recurrent")
-_NET_METHODS = ("forward_tokens", "encode", "action_heads", "observation_heads")
+_NET_METHODS = ("forward_tokens", "encode", "embed_actions", "action_heads", "observation_heads")
 
 
 class NetTimer:

@@ -53,6 +53,13 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", metavar="K/N", help="replay only shard K of N (1-based)")
 
 
+def _add_gate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="gate criteria (default: gate.toml)")
+    parser.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
+    parser.add_argument("--device", default="cpu", help="torch device for live engines")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="replay traces in N processes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness",
                                      description="kvmigrate: legacy vs refactored KV cache harness")
@@ -80,6 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", metavar="PATH", help="JSON report path (default reports/compare.json)")
     compare.add_argument("--markdown", metavar="PATH", help="also write a Markdown summary")
     compare.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+
+    gate = sub.add_parser("gate", help="judge a rollout phase's criteria (gate.toml); sign-off")
+    gate.add_argument("--phase", type=int, required=True, help="the phase to enter: 1, 2 or 3")
+    gate.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
+    _add_gate_options(gate)
+    gate.add_argument("--signoff", metavar="PATH",
+                      help="sign-off JSON path (default reports/signoff-phaseN.json)")
+
+    rollout = sub.add_parser("rollout", help="the rollout record: status, advance, rollback")
+    rollout_sub = rollout.add_subparsers(dest="action", required=True)
+    for name, text in (("status", "current phase and history"),
+                       ("advance", "run the next phase's gate; move only when it passes"),
+                       ("rollback", "move back a phase, with a reason (no gate)")):
+        action = rollout_sub.add_parser(name, help=text)
+        action.add_argument("--record", metavar="FILE", help="default reports/rollout.toml")
+    advance = rollout_sub.choices["advance"]
+    advance.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
+    advance.add_argument("--reason", help="why now (default: 'gate passed')")
+    _add_gate_options(advance)
+    rollback = rollout_sub.choices["rollback"]
+    rollback.add_argument("--reason", required=True, help="what went wrong")
+    rollback.add_argument("--to", type=int, help="phase to return to (default: one back)")
+    mutate = sub.add_parser("mutate", help="mutation self-test: faulty managers must all be caught")
+    mutate.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
+    mutate.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
+    mutate.add_argument("--device", default="cpu", help="torch device for live engines")
     return parser
 
 
@@ -89,9 +122,10 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
-    from harness import commands
+    from harness import commands, gate, rollout
     return {"capture": commands.cmd_capture, "inspect": commands.cmd_inspect,
-            "compare": commands.cmd_compare}
+            "compare": commands.cmd_compare, "gate": gate.cmd_gate,
+            "rollout": rollout.cmd_rollout}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

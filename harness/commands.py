@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness import exit_codes
 from harness.cli import DEFAULT_TRACE_DIR, expand_traces
-from harness.compare import TolerancePolicy, parse_tol_option
+from harness.compare import ToleranceError, TolerancePolicy, parse_tol_option
 from harness.errors import UsageError
 from harness.recorder import TraceRecorder, make_header
 from harness.replay import ReplayOptions, candidate_name, replay_trace
@@ -27,7 +27,7 @@ from harness.results import RunResult, TraceResult
 from harness.scenario import build_world_model_config, load_scenario, run_scenario
 from harness.trace import TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
-from unizero.backends import build_world_model
+from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
 
 __all__ = ["cmd_capture", "cmd_inspect", "cmd_compare", "run_comparison", "shard_paths",
            "tolerance_policy", "DEFAULT_JSON"]
@@ -46,6 +46,9 @@ def _progress(console: Console) -> Progress:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    if args.engine not in WORLD_MODEL_BACKENDS and ":" not in args.engine:
+        raise UsageError(f"--engine {args.engine!r}: expected one of "
+                         f"{', '.join(WORLD_MODEL_BACKENDS)} or 'package.module:Attr'")
     scenario = load_scenario(args.scenario)
     if args.steps is not None:
         if args.steps < 1:
@@ -140,11 +143,20 @@ def tolerance_policy(args: argparse.Namespace) -> TolerancePolicy:
                 data = tomllib.load(handle)
             except tomllib.TOMLDecodeError as exc:
                 raise UsageError(f"{args.tolerances}: not valid TOML ({exc})") from None
-    policy = TolerancePolicy.from_mapping(data) if data else TolerancePolicy()
+    try:
+        policy = TolerancePolicy.from_mapping(data) if data else TolerancePolicy()
+    except ToleranceError as exc:
+        raise UsageError(f"{args.tolerances}: {exc}") from None
     policy = policy.with_overrides(parse_tol_option(text) for text in args.tol)
     if args.nan is not None:
         policy = TolerancePolicy(overrides=policy.overrides, nan=args.nan)
     return policy
+
+
+def _init_worker(num_threads: int) -> None:
+    """A spawned worker starts with torch's default thread count; give it the parent's."""
+    import torch
+    torch.set_num_threads(num_threads)
 
 
 def _replay_one(path: str, options: ReplayOptions, waivers_path: str | None) -> TraceResult:
@@ -158,8 +170,11 @@ def run_comparison(paths: list[str], options: ReplayOptions, *, waivers_path: st
     created = datetime.now(timezone.utc)
     if jobs > 1 and len(paths) > 1:
         import multiprocessing
+
+        import torch
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                                 initargs=(torch.get_num_threads(),)) as pool:
             results = list(pool.map(partial(_replay_one, options=options, waivers_path=waivers_path),
                                     paths))
     else:

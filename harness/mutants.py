@@ -31,7 +31,8 @@ __all__ = ["Mutant", "CATALOGUE", "mutant_named",
            "AliasingManager", "SizelessCopyManager", "TinyRecurrentPoolManager",
            "NoRecurrentFallbackManager", "LruManager", "WrongBytesKeyManager",
            "EnvSwapRootManager", "EnvSwapFallbackManager", "ClearAllKeepsRootsManager",
-           "NoRecurrentClearManager", "FirstWriteWinsManager", "FifoResetOnClearManager"]
+           "NoRecurrentClearManager", "EpisodeEndClearsNeighbourManager",
+           "EpisodeEndClearsAllManager", "FirstWriteWinsManager", "FifoResetOnClearManager"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +96,8 @@ def _rebuilt(pool: KVCachePool, pool_cls: type[KVCachePool] = KVCachePool,
 class AliasingManager(KVCacheManager):
     """``set_*`` stores the caller's KeysValues object instead of a private copy (upstream bug).
 
-    The world model re-points one scratch KeysValues at every store, so every entry becomes
-    that one object: a hit reads whatever the last store pointed it at.
+    The world model hands ``set_*`` buffers it reuses (batch rows, a scratch), so an entry
+    changes after it is stored: a hit reads whatever the buffer holds by then.
     """
 
     def __init__(self, config: WorldModelConfig, env_num: int, enable_stats: bool = True,
@@ -211,6 +212,21 @@ class NoRecurrentClearManager(KVCacheManager):
         pass
 
 
+class EpisodeEndClearsNeighbourManager(KVCacheManager):
+    """``clear_init_cache(env_id)`` (episode end) clears env ``env_id + 1``'s root pool."""
+
+    def clear_init_cache(self, env_id: int) -> None:
+        super().clear_init_cache((self._check_env_id(env_id) + 1) % self.env_num)
+
+
+class EpisodeEndClearsAllManager(KVCacheManager):
+    """``clear_init_cache(env_id)`` (episode end) clears every env's root pool."""
+
+    def clear_init_cache(self, env_id: int) -> None:
+        self._check_env_id(env_id)
+        self.clear_init_caches()
+
+
 class _FirstWriteWinsPool(KVCachePool):
     """Storing a key that is already live keeps the old entry (no write, no eviction)."""
 
@@ -256,6 +272,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     _mutant(EnvSwapFallbackManager, "recurrent-call root lookups read env+1's root pool"),
     _mutant(ClearAllKeepsRootsManager, "clear_all keeps root keys"),
     _mutant(NoRecurrentClearManager, "recurrent keys survive the root call"),
+    _mutant(EpisodeEndClearsNeighbourManager, "an episode end clears env+1's root pool"),
+    _mutant(EpisodeEndClearsAllManager, "an episode end clears every env's root pool"),
     _mutant(FirstWriteWinsManager, "re-storing a live key keeps the old entry"),
     _mutant(FifoResetOnClearManager, "a clear resets the FIFO pointer to slot 0",
             _FIFO_RESET_EQUIVALENT),

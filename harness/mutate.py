@@ -117,8 +117,10 @@ class MutationReport:
 def _row(outcome: MutantOutcome) -> tuple[str, ...]:
     mutant, first = outcome.mutant, outcome.first_divergence
     expected = "pass" if mutant is HONEST else ("survive" if mutant.equivalent else "caught")
-    result = ("caught" if outcome.caught else
-              "pass" if mutant is HONEST else "survived")
+    if mutant is HONEST:
+        result = "diverges" if outcome.caught else "pass"
+    else:
+        result = "caught" if outcome.caught else "survived"
     if not outcome.as_expected:
         result += " !"
     where = (("-",) * 4 if first is None else
@@ -137,7 +139,7 @@ def _notes(report: MutationReport) -> list[Text]:
         notes.append(Text(f"honest first divergence: {_describe(honest_first)}"))
     for outcome in report.survivors:
         notes.append(Text(f"survivor {outcome.mutant.name} ({outcome.mutant.description}): "
-                          f"no trace exercises what it breaks; add a scenario that does"))
+                          f"no trace exercises its fault; add a scenario that does"))
     for outcome in report.refuted:
         notes.append(Text(f"{outcome.mutant.name} is listed as equivalent but was caught: "
                           f"{_describe(outcome.first_divergence)}"))
@@ -228,7 +230,10 @@ def run_mutation_suite(trace_paths: Sequence[str], *, console: Console | None = 
                         disable=console is None or not console.is_terminal)
     with progress:
         task = progress.add_task("mutate: honest", total=len(paths) * (1 + len(catalogue)))
-        advance = lambda: progress.advance(task)  # noqa: E731 - a one-line callback
+
+        def advance() -> None:
+            progress.advance(task)
+
         honest_results = []
         start = clock()
         for path in paths:

@@ -113,9 +113,12 @@ def _timings(samples: dict[tuple[str, str], list[float]]) -> tuple[EngineTiming,
     return tuple(out)
 
 
-def _compare_call(trace: str, recorded: RecordedCall, control: Observation, candidate: Observation,
-                  policy: TolerancePolicy, noise: NoiseFloor) -> tuple[CallComparison | None, int, float]:
-    """Compare one call; returns (divergence or None, tensors compared, max abs error)."""
+def compare_call(trace: str, recorded: RecordedCall, control: Observation, candidate: Observation,
+                 policy: TolerancePolicy, noise: NoiseFloor) -> tuple[CallComparison | None, int, float]:
+    """Compare one call; returns (divergence or None, tensors compared, max abs error).
+
+    The one comparator of replays and of the live shadow/validate runtime (:mod:`harness.shadow`).
+    """
     error = None
     if control.error or candidate.error:
         if control.error != candidate.error:
@@ -192,8 +195,8 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
             pools.observe(control.name, obs_control.events)
             pools.observe(candidate.name, obs_candidate.events)
             num_slots += len(slot_differences(obs_candidate.events, obs_control.events))
-            found, compared, max_err = _compare_call(path, recorded, obs_control, obs_candidate,
-                                                     options.policy, noise)
+            found, compared, max_err = compare_call(path, recorded, obs_control, obs_candidate,
+                                                    options.policy, noise)
             num_compared += compared
             max_errors.append(max_err)
             num_calls += 1

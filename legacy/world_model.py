@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from unizero.config import WorldModelConfig
 from unizero.events import POOL_RECURRENT, POOL_ROOT, Clear, Lookup, Store, Trim
 from unizero.hashing import hash_state
+from unizero.imagine import forward_action_then_obs, forward_fresh_context, forward_root_first_step
 from unizero.kv_cache import KeysValues
 from unizero.world_model import BaseWorldModel, InferenceOutput, InputError
 
@@ -128,15 +129,10 @@ class LegacyWorldModel(BaseWorldModel):
         return out
 
     def _root_first_step(self, current_obs_embeddings: torch.Tensor) -> InferenceOutput:
-        batch = current_obs_embeddings.shape[0]
-        self.keys_values_wm = self.net.empty_keys_values(batch)
-        positions = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
-        hidden = self.net.forward_tokens(current_obs_embeddings.unsqueeze(1), self.keys_values_wm,
-                                         positions)
-        policy, value = self.net.observation_heads(hidden[:, -1])
-        reward = torch.zeros(batch, self.config.num_support_bins, device=self.device)
+        self.keys_values_wm = self.net.empty_keys_values(current_obs_embeddings.shape[0])
+        out = forward_root_first_step(self.net, self.keys_values_wm, current_obs_embeddings)
         self.update_cache_context(current_obs_embeddings, is_init_infer=True)
-        return InferenceOutput(current_obs_embeddings, reward, policy, value)
+        return out
 
     def _root_continuing_step(self, last_obs_embeddings: torch.Tensor,
                               current_obs_embeddings: torch.Tensor, batch_action: np.ndarray,
@@ -160,22 +156,18 @@ class LegacyWorldModel(BaseWorldModel):
                                         pool=POOL_ROOT if matched is not None else None,
                                         size=self.keys_values_wm_size_list[-1]))
         self.keys_values_wm_size_list_current = self.trim_and_pad_kv_cache(is_init_infer=True)
+        # Every env's tokens sit at the batch size M and M+1 (quirk 6).
         prev_steps = self.keys_values_wm.size
         positions = torch.full((batch, 1), prev_steps, dtype=torch.long, device=self.device)
-        act_tokens = self.net.act_embedding(torch.as_tensor(batch_action, device=self.device))
-        hidden = self.net.forward_tokens(act_tokens.unsqueeze(1), self.keys_values_wm, positions)
-        reward, _ = self.net.action_heads(hidden[:, -1])
-        hidden = self.net.forward_tokens(current_obs_embeddings.unsqueeze(1), self.keys_values_wm,
-                                         positions + 1)
-        policy, value = self.net.observation_heads(hidden[:, -1])
+        out = forward_action_then_obs(self.net, self.keys_values_wm, batch_action, positions,
+                                      current_obs_embeddings)
         self.update_cache_context(current_obs_embeddings, is_init_infer=True)
-        return InferenceOutput(current_obs_embeddings, reward, policy, value)
+        return out
 
     def _append_fresh_context(self, latent: torch.Tensor) -> None:
         """Miss path: a new single-env cache holding only ``latent``, encoded at position 0."""
         self.keys_values_wm_single_env = self.net.empty_keys_values(1)
-        positions = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-        self.net.forward_tokens(latent.view(1, 1, -1), self.keys_values_wm_single_env, positions)
+        forward_fresh_context(self.net, self.keys_values_wm_single_env, latent)
         self.keys_values_wm_list.append(self.keys_values_wm_single_env)
         self.keys_values_wm_size_list.append(1)
 
@@ -192,16 +184,13 @@ class LegacyWorldModel(BaseWorldModel):
         self.keys_values_wm_size_list = []
         self.retrieve_or_generate_kvcache(latent, batch, simulation_index, start)
         sizes = list(self.trim_and_pad_kv_cache(is_init_infer=False))
-        act_tokens = self.net.act_embedding(torch.as_tensor(batch_action, device=self.device))
+        # Recurrent tokens sit at each env's own unpadded size (quirk 6).
         positions = torch.as_tensor(sizes, dtype=torch.long, device=self.device).unsqueeze(1)
-        hidden = self.net.forward_tokens(act_tokens.unsqueeze(1), self.keys_values_wm, positions)
-        reward, next_latent = self.net.action_heads(hidden[:, -1])
-        hidden = self.net.forward_tokens(next_latent.unsqueeze(1), self.keys_values_wm, positions + 1)
-        policy, value = self.net.observation_heads(hidden[:, -1])
+        out = forward_action_then_obs(self.net, self.keys_values_wm, batch_action, positions, None)
         self.keys_values_wm_size_list_current = [size + 2 for size in sizes]
-        self.latent_state = next_latent
-        self.update_cache_context(next_latent, is_init_infer=False)
-        return InferenceOutput(next_latent, reward, policy, value)
+        self.latent_state = out.latent
+        self.update_cache_context(out.latent, is_init_infer=False)
+        return out
 
     def retrieve_or_generate_kvcache(self, latent_state: np.ndarray, ready_env_num: int,
                                      simulation_index: int = 0,
@@ -271,9 +260,12 @@ class LegacyWorldModel(BaseWorldModel):
             if size_after != size_before and self.events.recording:
                 self.events.emit(Trim(env=i, pool=pool, size_before=size_before, size_after=size_after))
             if is_init_infer:
-                evicted, slot = self._store_root(i, cache_key)
+                deleted, slot = self._store_root(i, cache_key)
             else:
-                evicted, slot = self._store_recurrent(cache_key)
+                deleted, slot = self._store_recurrent(cache_key)
+            # An event's ``evicted`` is a key that was live before the store and is not after
+            # it; deleting the key that is stored again at once is a replacement, not an eviction.
+            evicted = deleted if deleted != cache_key else None
             if self.events.recording:
                 self.events.emit(Store(env=i, key=cache_key, pool=pool, slot=slot, evicted=evicted,
                                        size=size_after))

@@ -95,7 +95,7 @@ class SlotStorage:
             view = self._views[slot]
             if view is None:
                 view = self._views[slot] = self._make_view(slot)
-            view.copy_from(kv)
+            view.copy_from(kv, valid_only=True)
             entry = view
         else:
             entry = _private_copy(kv, self._device or kv[0].k.tensor.device)
@@ -116,13 +116,7 @@ class SlotStorage:
 
     def _make_view(self, slot: int) -> KeysValues:
         assert self._tensor is not None, "backing tensor must exist before slot views"
-        num_layers, b, h, t, hd = self._geometry
-        # The constructor's own small buffers are dropped once re-pointed at the backing tensor.
-        view = KeysValues(b, h, t, h * hd, num_layers, self._tensor.device, self._tensor.dtype)
-        for layer_index, layer in enumerate(view.layers):
-            layer.k.tensor = self._tensor[slot, layer_index, 0]  # [B, H, T, hd]
-            layer.v.tensor = self._tensor[slot, layer_index, 1]
-        return view
+        return KeysValues.from_packed(self._tensor[slot])  # layer views [B, H, T, hd]
 
 
 class KVCachePool:

@@ -260,6 +260,10 @@ class KVCacheManager:
         if not isinstance(kv, KeysValues):
             raise TypeError(f"kv_cache: expected a KeysValues, got {type(kv).__name__}")
         config = self.config
+        packed = kv.as_packed()
+        if packed is not None and len(kv) == config.num_layers and packed.shape[3] == config.num_heads \
+                and packed.shape[5] == config.head_dim:
+            return kv  # packed: every layer's K and V share this one checked shape
         if len(kv) != config.num_layers:
             raise ValueError(f"kv_cache: expected {config.num_layers} layers (config.num_layers), "
                              f"got {len(kv)}")

@@ -45,12 +45,29 @@ class RefactoredWorldModel(BaseWorldModel):
         # Backward compatibility (guide step 2): the same list objects as the manager's.
         self.keys_values_wm_list = self.kv_cache_manager.keys_values_wm_list
         self.keys_values_wm_size_list = self.kv_cache_manager.keys_values_wm_size_list
-        self._batch = self.net.empty_keys_values(self.env_num)       # storage [E, H, C, hd]
-        self._batch_view = self.net.empty_keys_values(1)             # re-pointed at [:B]
-        self._fresh = [self.net.empty_keys_values(1) for _ in range(self.env_num)]
-        self._single = self.net.empty_keys_values(1)                 # re-pointed per store
-        self._scratch = self.net.empty_keys_values(1)                # holds trimmed rows
+        self._views_by_batch: dict[int, tuple[KeysValues, list[KeysValues]]] = {}
+        self._allocate_buffers(self.env_num)
+        self._correction_stamp: tuple | None = None
+        self._correction_packed: torch.Tensor | None = None
         self._num_calls = 0
+
+    def _allocate_buffers(self, rows: int) -> None:
+        """Preallocate the batch buffer, per-row fresh contexts and the trim scratch for ``rows``.
+
+        ``rows`` is env_num; only a reanalysis batch (more rows than envs) grows it.
+        """
+        config = self.config
+        row_shape = (config.num_layers, 2, 1, config.num_heads, config.context_length, config.head_dim)
+        self._batch_packed = torch.zeros((*row_shape[:2], rows, *row_shape[3:]), device=self.device)
+        fresh = torch.zeros((rows, *row_shape), device=self.device)
+        self._fresh = [KeysValues.from_packed(fresh[row]) for row in range(rows)]
+        self._scratch = KeysValues.from_packed(torch.zeros(row_shape, device=self.device))
+        self._views_by_batch.clear()
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
+        out = super()._apply(fn, recurse)
+        self._allocate_buffers(len(self._fresh))  # buffers follow the model across devices
+        return out
 
     # ------------------------------------------------------------------ root path
     @torch.no_grad()
@@ -98,6 +115,8 @@ class RefactoredWorldModel(BaseWorldModel):
         batch = latent.shape[0]
         batch_action = self._action_array(actions, "actions", batch, allow_first=False)[:batch]
         self._start_positions(start_pos, batch)
+        if batch > len(self._fresh):
+            self._allocate_buffers(batch)
         contexts, sizes = [], []
         for j in range(batch):
             key = self.kv_cache_manager.make_key(latent[j])
@@ -132,22 +151,45 @@ class RefactoredWorldModel(BaseWorldModel):
             self.events.emit(Lookup(env=env, key=key, path=path, hit=matched is not None, pool=pool,
                                     size=sizes[-1], forced=path == "recurrent" and self.reanalyze_phase))
 
+    def _views(self, batch: int) -> tuple[KeysValues, list[KeysValues]]:
+        """The batch view of the first ``batch`` rows and one view per row (cached per batch)."""
+        views = self._views_by_batch.get(batch)
+        if views is None:
+            packed = self._batch_packed[:, :, :batch]  # [L, 2, B, H, C, hd]
+            views = (KeysValues.from_packed(packed),
+                     [KeysValues.from_packed(packed[:, :, row: row + 1]) for row in range(batch)])
+            self._views_by_batch[batch] = views
+        return views
+
     def _assemble(self, contexts: list[KeysValues], sizes: list[int], batch: int) -> KeysValues:
-        """Left-pad each context to the longest one, writing straight into the batch buffer."""
+        """Left-pad each context to the longest one: one copy (and one zero fill) per env."""
         max_size = max(sizes, default=0)
-        for layer, (dst_layer, view_layer) in enumerate(zip(self._batch.layers, self._batch_view.layers)):
-            for name in ("k", "v"):
-                storage = getattr(dst_layer, name).tensor  # [E, H, C, hd]
-                for row, (context, size) in enumerate(zip(contexts, sizes)):
-                    src = getattr(context[layer], name).tensor  # [1, H, C, hd]
-                    pad = max_size - size
-                    storage[row, :, :pad].zero_()
-                    storage[row, :, pad:].copy_(src[0, :, : storage.shape[2] - pad])
-                view = getattr(view_layer, name)
-                view.tensor, view.size = storage[:batch], max_size
-        return self._batch_view
+        batch_cache, _ = self._views(batch)
+        packed = batch_cache.packed
+        for row, (entry, size) in enumerate(zip(contexts, sizes)):
+            src = entry.as_packed()
+            if src is None:  # a manager whose entries are not packed: gather layer by layer
+                src = torch.stack([torch.stack([layer.k.tensor, layer.v.tensor]) for layer in entry.layers])
+            pad = max_size - size
+            dst = packed[:, :, row]  # [L, 2, H, C, hd]
+            if pad:
+                dst[..., :pad, :].zero_()  # unmasked zeros the forward attends to (quirk 5)
+            # Only the valid positions move: positions past max_size are never read.
+            dst[..., pad: max_size, :].copy_(src[:, :, 0, :, :size])
+        for layer in batch_cache.layers:
+            layer.k.size = layer.v.size = max_size
+        return batch_cache
 
     # ------------------------------------------------------------------ stores
+    def _correction(self) -> torch.Tensor:
+        """The trim correction packed as ``[L, 2, 1, H, C-3, hd]``; rebuilt when the buffers change."""
+        diff_k, diff_v = self.net.pos_emb_diff_k, self.net.pos_emb_diff_v
+        stamp = (diff_k.data_ptr(), diff_k._version, diff_v.data_ptr(), diff_v._version)
+        if stamp != self._correction_stamp:
+            self._correction_packed = torch.stack([diff_k, diff_v], dim=1).unsqueeze(2)
+            self._correction_stamp = stamp
+        return self._correction_packed
+
     def _store_all(self, latents: torch.Tensor, batch_cache: KeysValues, is_root: bool,
                    sizes_current: list[int] | None) -> None:
         context = self.context_length
@@ -155,50 +197,51 @@ class RefactoredWorldModel(BaseWorldModel):
             return
         pool = POOL_ROOT if is_root else POOL_RECURRENT
         batch_size = batch_cache.size
+        _, rows = self._views(latents.shape[0])
+        correction = self._correction()
+        latents_np = latents.detach().cpu().numpy()
         for i in range(latents.shape[0]):
-            key = self.kv_cache_manager.make_key(latents[i])
+            key = self.kv_cache_manager.make_key(latents_np[i])
             if is_root:
                 own_size, shift = batch_size, 0  # the batch size for every env (legacy quirk 4)
             else:
                 own_size, shift = sizes_current[i], max(sizes_current) - sizes_current[i]
-            stored_size = self._single_env_context(batch_cache, i, shift, own_size)
+            single, stored_size = self._single_env_context(rows[i], shift, own_size, correction)
             if stored_size != own_size and self.events.recording:
                 self.events.emit(Trim(env=i, pool=pool, size_before=own_size, size_after=stored_size))
             if is_root:
-                slot = self.kv_cache_manager.set_init_cache(i, key, self._single)
+                slot = self.kv_cache_manager.set_init_cache(i, key, single)
             else:
-                slot = self.kv_cache_manager.set_recur_cache(key, self._single)
+                slot = self.kv_cache_manager.set_recur_cache(key, single)
             if self.events.recording:
                 self.events.emit(Store(env=i, key=key, pool=pool, slot=slot,
                                        evicted=self.kv_cache_manager.last_evicted, size=stored_size))
 
-    def _single_env_context(self, batch_cache: KeysValues, row: int, shift: int, size: int) -> int:
-        """Point ``self._single`` at env ``row``'s context: left padding removed, trimmed at C-1.
+    def _single_env_context(self, row: KeysValues, shift: int, size: int,
+                            correction: torch.Tensor) -> tuple[KeysValues, int]:
+        """Env ``row``'s context with its left padding removed and trimmed at C-1.
 
-        Returns the stored size. Untrimmed rows are views of the batch (the manager copies them);
-        a shifted or trimmed row is written into the preallocated scratch first.
+        An untrimmed, unshifted row is the batch row itself (the manager copies it once); a
+        shifted or trimmed row is written into the preallocated scratch first, in one op. The
+        scratch tail past the stored size is left as it is: only ``[:size]`` is ever read.
         """
         context = self.context_length
         trim = size >= context - 1
-        for layer in range(len(batch_cache)):
-            for name, correction in (("k", self.net.pos_emb_diff_k[layer]),
-                                     ("v", self.net.pos_emb_diff_v[layer])):
-                src = getattr(batch_cache[layer], name).tensor[row: row + 1]  # [1, H, C, hd]
-                single = getattr(self._single[layer], name)
-                if shift == 0 and not trim:
-                    single.tensor, single.size = src, size
-                    continue
-                scratch = getattr(self._scratch[layer], name).tensor
-                if shift:
-                    src = F.pad(src[:, :, shift:], (0, 0, 0, shift))
-                if trim:
-                    kept = src[:, :, 2: context - 1] + correction
-                    scratch[:, :, : context - 3].copy_(kept)
-                    scratch[:, :, context - 3:].zero_()
-                else:
-                    scratch.copy_(src)
-                single.tensor, single.size = scratch, context - 3 if trim else size
-        return context - 3 if trim else size
+        if shift == 0 and not trim:
+            single = row
+        else:
+            src, single = row.packed, self._scratch  # [L, 2, 1, H, C, hd]
+            scratch = single.packed
+            if shift:
+                src = F.pad(src[..., shift:, :], (0, 0, 0, shift))
+            if trim:
+                torch.add(src[..., 2: context - 1, :], correction, out=scratch[..., : context - 3, :])
+                size = context - 3
+            else:
+                scratch.copy_(src)
+        for layer in single.layers:
+            layer.k.size = layer.v.size = size
+        return single, size
 
     # ------------------------------------------------------------------ lifecycle
     def _tick(self) -> None:

@@ -87,7 +87,7 @@ def lifecycle(log: list[tuple]) -> list[tuple]:
 def test_bundled_scenarios_are_the_documented_set():
     assert [path.stem for path in bundled_scenario_paths()] == [
         "acrobot_multi", "atari_like", "cartpole_pool_pressure", "cartpole_small",
-        "cartpole_twin_envs", "cartpole_zero_init"]
+        "cartpole_twin_envs", "cartpole_zero_init", "mutation_pressure"]
 
 
 @pytest.mark.parametrize("path", bundled_scenario_paths(), ids=lambda p: p.stem)

@@ -37,8 +37,8 @@ def forward_action_then_obs(net: WorldModelNetwork, batch_cache: KeysValues,
     ``obs`` is the current observation embedding at the root; ``None`` at a recurrent step, where
     the predicted next latent is fed back as the observation token.
     """
-    act_tokens = net.act_embedding(torch.as_tensor(actions, device=positions.device))
-    hidden = net.forward_tokens(act_tokens.unsqueeze(1), batch_cache, positions)
+    act_tokens = net.embed_actions(torch.as_tensor(actions, device=positions.device))
+    hidden = net.forward_tokens(act_tokens, batch_cache, positions)
     reward, next_latent = net.action_heads(hidden[:, -1])
     latent = next_latent if obs is None else obs
     hidden = net.forward_tokens(latent.unsqueeze(1), batch_cache, positions + 1)

@@ -110,7 +110,7 @@ class KeysValues:
     """All layers' KV caches for a batch of ``num_samples`` sequences of up to ``max_tokens``."""
 
     __slots__ = ("layers", "num_samples", "num_heads", "max_tokens", "embed_dim", "device",
-                 "dtype")
+                 "dtype", "packed", "_packed_views")
 
     def __init__(self, num_samples: int, num_heads: int, max_tokens: int, embed_dim: int,
                  num_layers: int, device: torch.device | str,
@@ -123,6 +123,34 @@ class KeysValues:
         self.dtype = dtype
         self.layers = tuple(KVCache(num_samples, num_heads, max_tokens, embed_dim, device, dtype)
                             for _ in range(num_layers))
+        self.packed: torch.Tensor | None = None
+        self._packed_views: tuple[torch.Tensor, ...] = ()
+
+    @classmethod
+    def from_packed(cls, packed: torch.Tensor) -> "KeysValues":
+        """A KeysValues whose layer tensors are views of ``packed: [L, 2, B, H, T, hd]``.
+
+        Packing lets a whole container move in one tensor op (see ``copy_from``) instead of one
+        op per layer and per K/V. Sizes start at 0.
+        """
+        num_layers, kv_pair, b, h, t, hd = packed.shape
+        assert kv_pair == 2, f"packed tensor must be [L, 2, B, H, T, hd], got {list(packed.shape)}"
+        out = cls.__new__(cls)
+        out.num_samples, out.num_heads, out.max_tokens, out.embed_dim = b, h, t, h * hd
+        out.device, out.dtype, out.packed = packed.device, packed.dtype, packed
+        layers = []
+        for index in range(num_layers):
+            layer = KVCache.__new__(KVCache)
+            for name, which in (("k", 0), ("v", 1)):
+                cache = Cache.__new__(Cache)
+                cache.num_samples, cache.num_heads, cache.max_tokens, cache.head_dim = b, h, t, hd
+                cache.device, cache.dtype = packed.device, packed.dtype
+                cache.tensor, cache.size = packed[index, which], 0
+                setattr(layer, name, cache)
+            layers.append(layer)
+        out.layers = tuple(layers)
+        out._packed_views = tuple(t for layer in layers for t in (layer.k.tensor, layer.v.tensor))
+        return out
 
     def __getitem__(self, index: int) -> KVCache:
         return self.layers[index]
@@ -154,20 +182,50 @@ class KeysValues:
         out.copy_from(self)
         return out
 
-    def copy_from(self, src: "KeysValues") -> None:
-        """Copy ``src``'s full K/V tensors and sizes into this container's own storage.
+    def copy_from(self, src: "KeysValues", *, valid_only: bool = False) -> None:
+        """Copy ``src``'s K/V tensors and sizes into this container's own storage.
+
+        Args:
+            valid_only: copy only each layer's valid positions ``[:size]`` (the tail keeps
+                whatever it held; only ``[:size]`` is ever read). Default: full tensors, garbage
+                tail included, as the legacy copy helpers do.
 
         Raises:
             ValueError: if the geometries differ.
         """
-        if src.geometry != self.geometry:
+        dst_packed, src_packed = self.as_packed(), src.as_packed()
+        if (dst_packed is None or src_packed is None or dst_packed.shape != src_packed.shape) \
+                and src.geometry != self.geometry:
             raise ValueError(f"KeysValues geometry mismatch: destination {self.geometry}, "
                              f"source {src.geometry} (layers, B, H, T, head_dim)")
+        sizes = {size for layer in src.layers for size in (layer.k.size, layer.v.size)}
+        if dst_packed is not None and src_packed is not None and (not valid_only or len(sizes) == 1):
+            if valid_only:
+                size = sizes.pop()
+                dst_packed[..., :size, :].copy_(src_packed[..., :size, :])
+            else:
+                dst_packed.copy_(src_packed)  # one op for every layer's K and V
+        else:
+            for dst_layer, src_layer in zip(self.layers, src.layers):
+                for dst, source in ((dst_layer.k, src_layer.k), (dst_layer.v, src_layer.v)):
+                    if valid_only:
+                        dst.tensor[:, :, : source.size].copy_(source.tensor[:, :, : source.size])
+                    else:
+                        dst.tensor.copy_(source.tensor)
         for dst_layer, src_layer in zip(self.layers, src.layers):
-            dst_layer.k.tensor.copy_(src_layer.k.tensor)
-            dst_layer.v.tensor.copy_(src_layer.v.tensor)
             dst_layer.k.size = src_layer.k.size
             dst_layer.v.size = src_layer.v.size
+
+    def as_packed(self) -> torch.Tensor | None:
+        """The packed ``[L, 2, B, H, T, hd]`` tensor, or None if there is none or a layer tensor
+        was re-pointed elsewhere since packing (an identity check per layer: cheap)."""
+        if self.packed is None:
+            return None
+        views = iter(self._packed_views)
+        for layer in self.layers:
+            if layer.k.tensor is not next(views) or layer.v.tensor is not next(views):
+                return None
+        return self.packed
 
     def nbytes(self) -> int:
         """Bytes of storage held (K and V, all layers)."""

@@ -95,6 +95,10 @@ class WorldModelNetwork(nn.Module):
         """``obs: [B, obs_dim]`` → latent ``[B, D]``."""
         return self.encoder(obs)
 
+    def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """``actions: [B]`` int64 → action token embeddings ``[B, 1, D]``."""
+        return self.act_embedding(actions).unsqueeze(1)
+
     def forward_tokens(self, embeddings: torch.Tensor, keys_values: KeysValues,
                        positions: torch.Tensor) -> torch.Tensor:
         """Run ``embeddings: [B, T, D]`` at ``positions: [B, T]`` through the cache; → ``[B, T, D]``."""

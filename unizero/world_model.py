@@ -73,13 +73,20 @@ class BaseWorldModel(nn.Module, abc.ABC):
         self.context_length = config.context_length
         self.net = WorldModelNetwork(config).to(device)
         self.net.eval()
+        self._device = self.net.pos_emb.weight.device
         self.events = EventLog()
         self.reanalyze_phase = False
 
     # ------------------------------------------------------------------ public API
     @property
     def device(self) -> torch.device:
-        return self.net.pos_emb.weight.device
+        return self._device
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
+        """Keep the cached device right across ``.to()`` / ``.cuda()`` (cheap ``device`` reads)."""
+        out = super()._apply(fn, recurse)
+        self._device = self.net.pos_emb.weight.device
+        return out
 
     def take_events(self) -> list[CacheEvent]:
         """Drain the cache events recorded since the last call (enable with ``record_events``)."""
@@ -144,18 +151,19 @@ class BaseWorldModel(nn.Module, abc.ABC):
         return torch.as_tensor(arr, dtype=torch.float32, device=self.device)
 
     def _action_array(self, actions: Any, name: str, rows: int, allow_first: bool) -> np.ndarray:
-        arr = _as_array(actions, name)
+        arr = actions if isinstance(actions, np.ndarray) else _as_array(actions, name)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1 or arr.shape[0] < rows:
             raise InputError(f"{name}: expected {rows} or more action indices, got shape {list(arr.shape)}")
-        if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.kind not in "iu":
             raise InputError(f"{name}: expected integer actions, got dtype {arr.dtype}")
         low = -1 if allow_first else 0
-        if arr.size and (arr.min() < low or arr.max() >= self.config.action_space_size):
+        values = arr.tolist()  # a handful of entries: Python min/max beat numpy reductions here
+        if values and (min(values) < low or max(values) >= self.config.action_space_size):
             raise InputError(f"{name}: expected actions in [{low}, {self.config.action_space_size}), "
-                             f"got {arr.tolist()}")
-        return arr.astype(np.int64)
+                             f"got {values}")
+        return arr if arr.dtype == np.int64 else arr.astype(np.int64)
 
     def _latent_array(self, latent_state: Any) -> np.ndarray:
         if not isinstance(latent_state, np.ndarray):

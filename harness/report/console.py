@@ -74,7 +74,8 @@ def _tensor_table(divergences: Iterable[TensorDivergence]) -> Table:
     table = Table(show_edge=False, pad_edge=False)
     for column in ("tensor", "class", "mismatched", "max abs", "mean abs", "max rel",
                    "worst index", "candidate", "control"):
-        table.add_column(column)
+        # Fold, never ellipsise: a cut tensor path or number hides what diverged.
+        table.add_column(column, overflow="fold")
     for div in divergences:
         mismatched = (f"{div.num_mismatched}/{div.num_elements}"
                       if div.num_mismatched is not None else "-")
@@ -82,6 +83,22 @@ def _tensor_table(divergences: Iterable[TensorDivergence]) -> Table:
         table.add_row(div.path, div.kind, mismatched, _fmt_num(div.max_abs_err),
                       _fmt_num(div.mean_abs_err), _fmt_num(div.max_rel_err), index,
                       _fmt_num(div.actual_value), _fmt_num(div.expected_value))
+    return table
+
+
+def _waived_table(calls: list[CallComparison]) -> Table:
+    """Waived divergences grouped by trace and waiver: expected, so one row per group."""
+    groups: dict[tuple[str, str], list[CallComparison]] = {}
+    for call in calls:
+        groups.setdefault((Path(call.trace).name, str(call.waiver_id)), []).append(call)
+    table = Table(title=f"waived divergences ({len(calls)} calls; expected, see waivers.toml)",
+                  title_justify="left")
+    for column in ("trace", "waiver", "calls", "first..last", "kinds / classes"):
+        table.add_column(column, overflow="fold")
+    for (trace, waiver), group in groups.items():
+        kinds = sorted({f"{c.call_kind} {c.classification}" for c in group})
+        table.add_row(trace, waiver, str(len(group)),
+                      f"{group[0].call_index}..{group[-1].call_index}", ", ".join(kinds))
     return table
 
 
@@ -145,16 +162,19 @@ class RunReport:
             if trace.self_check:
                 yield Text(f"self-check {trace.trace_path}: noise floor (max |a-e| on equal "
                            f"tensors) = {trace.noise_floor!r}")
-            ordered = sorted(trace.divergences, key=lambda c: (c.waived, c.call_index))
-            for position, call in enumerate(ordered):
+            unwaived = [call for call in trace.divergences if not call.waived]
+            for position, call in enumerate(unwaived):
                 if shown >= max_panels:
                     break
-                yield DivergencePanel(call, first=position == 0 and not call.waived)
+                yield DivergencePanel(call, first=position == 0)
                 shown += 1
-            hidden = len(trace.divergences) - min(len(trace.divergences), max_panels)
+            hidden = trace.num_unwaived_calls - min(len(unwaived), max_panels)
             if hidden > 0:
-                yield Text(f"... {hidden} more diverging calls in {trace.trace_path} "
+                yield Text(f"... {hidden} more unwaived diverging calls in {Path(trace.trace_path).name} "
                            f"(see the JSON report)")
+        waived = [call for trace in run.traces for call in trace.divergences if call.waived]
+        if waived:
+            yield _waived_table(waived)
         total_unwaived = sum(t.num_unwaived_calls for t in run.traces)
         total_waived = sum(sum(c.waived for c in t.divergences) for t in run.traces)
         if run.ok:

@@ -1,0 +1,419 @@
+"""The rollout gate: per-phase criteria from ``gate.toml``, judged on one comparison run.
+
+``python -m harness gate --phase N [TRACE_OR_FOLDER...]`` replays the traces (default: the
+bundled ones) through the phase's control and candidate, judges every criterion of the phase and
+writes a sign-off (inputs' digests, criteria, results, versions, the whole run) to
+``reports/signoff-phaseN.json`` with Markdown and HTML forms alongside.
+
+Every criterion ends as ``pass``, ``fail``, ``insufficient`` or ``info``; the exit code is
+decided in one place (:attr:`GateResult.exit_code`): any ``fail`` gives 1 (a divergence is
+conclusive on any amount of evidence), else any ``insufficient`` gives 3, else 0. ``min_traces``
+and ``min_calls`` must be at least 1, so no configuration can pass on nothing. A malformed config,
+a missing trace file or an unreadable trace raises before anything is judged (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from rich.console import Console
+
+from harness import exit_codes
+from harness.errors import UsageError
+from harness.replay import COVERAGE_PATHS, ReplayOptions, file_digest
+from harness.report.signoff import GateReport, versions, write_signoff
+from harness.results import RunResult
+from harness.trace import open_trace
+from harness.waivers import DEFAULT_WAIVERS, WaiverSet, load_waivers, waiver_report
+
+__all__ = ["DEFAULT_GATE_CONFIG", "SIGNOFF_SCHEMA", "GateConfigError", "PhaseCriteria",
+           "CriterionResult", "GateResult", "load_gate_config", "evaluate", "run_gate",
+           "gate_and_sign", "default_signoff_path", "measured_speedup", "cmd_gate"]
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_GATE_CONFIG = ROOT / "gate.toml"
+SIGNOFF_SCHEMA = "kvmigrate.signoff/1"
+PHASES = (1, 2, 3)
+TIMED_KINDS = ("root", "recurrent")
+Status = Literal["pass", "fail", "insufficient", "info"]
+
+
+class GateConfigError(UsageError):
+    """A gate config that cannot be acted on; the message names the file, phase and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseCriteria:
+    """The criteria of one phase, as ``gate.toml`` states them (see the file's header)."""
+
+    phase: int
+    name: str
+    description: str
+    control: str
+    candidate: str
+    min_traces: int
+    min_calls: int
+    required_paths: tuple[str, ...]
+    trace_producer: str | None = None
+    max_unwaived_divergences: int | None = None
+    max_engine_errors: int | None = None
+    max_active_waivers: int | None = None
+    allow_expired_waivers: bool = False
+    min_speedup: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["required_paths"] = list(self.required_paths)
+        return data
+
+
+def _check(ok: bool, where: str, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise GateConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_phase(phase: int, data: Any, where: str) -> PhaseCriteria:
+    if not isinstance(data, Mapping):
+        raise GateConfigError(f"{where}: expected a table, got {data!r}")
+    known = {f.name for f in fields(PhaseCriteria)} - {"phase"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise GateConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+    for key in ("name", "control", "candidate", "min_traces", "min_calls", "required_paths"):
+        if key not in data:
+            raise GateConfigError(f"{where}: missing required key {key!r}")
+    for key in ("name", "description", "control", "candidate", "trace_producer"):
+        if key in data:
+            _check(isinstance(data[key], str) and data[key] != "", where, key, "a string", data[key])
+    for key in ("min_traces", "min_calls"):
+        _check(_is_int(data[key]) and data[key] >= 1, where, key,
+               "an integer >= 1 (a gate never passes on nothing)", data[key])
+    for key in ("max_unwaived_divergences", "max_engine_errors", "max_active_waivers"):
+        if key in data:
+            _check(_is_int(data[key]) and data[key] >= 0, where, key, "an integer >= 0", data[key])
+    paths = data["required_paths"]
+    _check(isinstance(paths, list) and all(isinstance(p, str) for p in paths), where,
+           "required_paths", "a list of path names", paths)
+    unknown_paths = [p for p in paths if p not in COVERAGE_PATHS]
+    _check(not unknown_paths, where, "required_paths",
+           f"names from {', '.join(COVERAGE_PATHS)}", unknown_paths)
+    _check(isinstance(data.get("allow_expired_waivers", False), bool), where,
+           "allow_expired_waivers", "true or false", data.get("allow_expired_waivers"))
+    speedup = data.get("min_speedup")
+    if speedup is not None:
+        _check(isinstance(speedup, (int, float)) and not isinstance(speedup, bool)
+               and math.isfinite(speedup) and speedup > 0, where, "min_speedup",
+               "a positive number", speedup)
+        _check(data["control"] != "golden", where, "min_speedup",
+               "no speedup floor with control 'golden' (it replays recorded results, untimed)",
+               speedup)
+    return PhaseCriteria(phase=phase, name=data["name"], description=data.get("description", ""),
+                         control=data["control"], candidate=data["candidate"],
+                         min_traces=data["min_traces"], min_calls=data["min_calls"],
+                         required_paths=tuple(paths), trace_producer=data.get("trace_producer"),
+                         max_unwaived_divergences=data.get("max_unwaived_divergences"),
+                         max_engine_errors=data.get("max_engine_errors"),
+                         max_active_waivers=data.get("max_active_waivers"),
+                         allow_expired_waivers=data.get("allow_expired_waivers", False),
+                         min_speedup=None if speedup is None else float(speedup))
+
+
+def load_gate_config(path: str | Path | None = None) -> dict[int, PhaseCriteria]:
+    """Read and validate every ``[phase.N]`` table of a gate config (default ``gate.toml``).
+
+    Raises:
+        GateConfigError: no such file, invalid TOML, an unknown phase or key, a bad value.
+    """
+    path = Path(path) if path is not None else DEFAULT_GATE_CONFIG
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise GateConfigError(f"{path}: no such gate config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GateConfigError(f"{path}: not valid TOML ({exc})") from None
+    phases = data.get("phase")
+    if not isinstance(phases, Mapping) or not phases:
+        raise GateConfigError(f"{path}: expected [phase.N] tables for N in {list(PHASES)}")
+    extra = sorted(set(data) - {"phase"})
+    if extra:
+        raise GateConfigError(f"{path}: unknown top-level key(s) {', '.join(extra)}")
+    out: dict[int, PhaseCriteria] = {}
+    for key, table in phases.items():
+        if not key.isdigit() or int(key) not in PHASES:
+            raise GateConfigError(f"{path}: [phase.{key}]: expected a phase in {list(PHASES)}")
+        out[int(key)] = _parse_phase(int(key), table, f"{path}: [phase.{key}]")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    """One criterion judged: what was required, what the run showed, and the status."""
+
+    name: str
+    required: str
+    observed: str
+    status: Status
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "required": self.required, "observed": self.observed,
+                "status": self.status}
+
+
+def measured_speedup(run: RunResult) -> tuple[float | None, float, float]:
+    """``(control_s / candidate_s, control_s, candidate_s)`` over root and recurrent calls.
+
+    Each engine's time is ``sum(median_s * num_calls)`` over traces and call kinds: the replay
+    interleaves the engines, and the median keeps one preempted call from deciding the ratio.
+    The ratio is None when either side has no timed call.
+    """
+    totals = Counter()
+    for trace in run.traces:
+        for timing in trace.timings:
+            if timing.call_kind in TIMED_KINDS:
+                totals[timing.engine] += timing.median_s * timing.num_calls
+    control, candidate = totals[run.control_engine], totals[run.candidate_engine]
+    ratio = control / candidate if control > 0 and candidate > 0 else None
+    return ratio, control, candidate
+
+
+def _limit(name: str, limit: int | None, observed: int, detail: str = "") -> CriterionResult:
+    shown = f"{observed}{detail}"
+    if limit is None:
+        return CriterionResult(name, "not gated in this phase", shown, "info")
+    return CriterionResult(name, f"<= {limit}", shown, "pass" if observed <= limit else "fail")
+
+
+def _calls_list(calls: Sequence[str], limit: int = 5) -> str:
+    more = f", +{len(calls) - limit} more" if len(calls) > limit else ""
+    return ", ".join(calls[:limit]) + more
+
+
+def _waiver_results(criteria: PhaseCriteria, run: RunResult,
+                    waivers: WaiverSet) -> list[CriterionResult]:
+    report = waiver_report(waivers, run)
+    exceeded, expired_hits = [], []
+    for trace in run.traces:
+        for call in trace.unwaived:
+            where = f"{Path(trace.trace_path).name} call {call.call_index}"
+            exceeded += [f"{w.id} ({where})" for w in waivers.active
+                         if w.in_scope(call) and not w.cap_holds(call)]
+            expired_hits += [f"{w.id} ({where})" for w in waivers.expired if w.in_scope(call)]
+    expired = report["expired"]
+    results = [
+        CriterionResult("waiver caps hold", "no divergence in a waiver's scope beyond its cap",
+                        _calls_list(exceeded) if exceeded else "none exceeded",
+                        "fail" if exceeded else "pass"),
+        CriterionResult("expired waivers",
+                        "allowed (they waive nothing)" if criteria.allow_expired_waivers
+                        else "none: renew or remove each",
+                        ", ".join(expired) + (f"; would have covered {_calls_list(expired_hits)}"
+                                              if expired_hits else "") if expired else "none",
+                        "fail" if expired and not criteria.allow_expired_waivers else "pass"),
+    ]
+    active = [w.id for w in waivers.active]
+    results.append(_limit("active waivers", criteria.max_active_waivers, len(active),
+                          f" ({', '.join(active)})" if active else ""))
+    stale = report["stale"]
+    results.append(CriterionResult("stale waivers", "reported, not gated",
+                                   ", ".join(stale) if stale else "none", "info"))
+    return results
+
+
+def evaluate(criteria: PhaseCriteria, run: RunResult, waivers: WaiverSet,
+             producers: Mapping[str, str | None] | None = None) -> tuple[CriterionResult, ...]:
+    """Judge every criterion of ``criteria`` on ``run``; pure, so tests can feed built records.
+
+    Args:
+        producers: trace path -> the engine named in its header (for ``trace_producer``).
+    """
+    traces = run.traces
+    num_calls = sum(t.num_calls for t in traces)
+    results = [
+        CriterionResult("traces", f">= {criteria.min_traces}", str(len(traces)),
+                        "pass" if len(traces) >= criteria.min_traces else "insufficient"),
+        CriterionResult("calls", f">= {criteria.min_calls}", str(num_calls),
+                        "pass" if num_calls >= criteria.min_calls else "insufficient"),
+    ]
+    coverage = Counter()
+    for trace in traces:
+        coverage.update(trace.coverage)
+    missing = [p for p in criteria.required_paths if coverage[p] < 1]
+    results.append(CriterionResult(
+        "path coverage", f"each of {len(criteria.required_paths)} paths >= 1",
+        f"never exercised: {', '.join(missing)}" if missing
+        else ", ".join(f"{p} {coverage[p]}" for p in criteria.required_paths),
+        "insufficient" if missing else "pass"))
+    if criteria.trace_producer is not None:
+        wrong = sorted(f"{Path(p).name} ({e})" for p, e in (producers or {}).items()
+                       if e != criteria.trace_producer)
+        results.append(CriterionResult(
+            "trace producer", f"every trace captured by {criteria.trace_producer}",
+            f"other producer: {', '.join(wrong)}" if wrong else f"all {criteria.trace_producer}",
+            "insufficient" if wrong else "pass"))
+    unwaived = sum(t.num_unwaived_calls for t in traces)
+    firsts = [f"{Path(t.trace_path).name} call {t.first_unwaived.call_index}"
+              for t in traces if t.first_unwaived is not None]
+    results.append(_limit("unwaived divergences", criteria.max_unwaived_divergences, unwaived,
+                          f" (first: {_calls_list(firsts)})" if firsts else ""))
+    errors = sum(c.classification == "error" for t in traces for c in t.unwaived)
+    results.append(_limit("engine errors (unwaived)", criteria.max_engine_errors, errors))
+    results += _waiver_results(criteria, run, waivers)
+    results.append(_speedup_result(criteria, run))
+    return tuple(results)
+
+
+def _speedup_result(criteria: PhaseCriteria, run: RunResult) -> CriterionResult:
+    ratio, control_s, candidate_s = measured_speedup(run)
+    untimed = ("not measured: the golden control replays recorded results"
+               if run.control_engine == "golden" else "no timed calls")
+    shown = (untimed if ratio is None else
+             f"{ratio:.2f}x ({run.control_engine} {control_s * 1e3:.0f} ms, "
+             f"{run.candidate_engine} {candidate_s * 1e3:.0f} ms)")
+    if criteria.min_speedup is None:
+        return CriterionResult("speedup", "not gated in this phase", shown, "info")
+    required = f">= {criteria.min_speedup:g}x (control time / candidate time)"
+    if ratio is None:
+        return CriterionResult("speedup", required, shown, "insufficient")
+    return CriterionResult("speedup", required, shown,
+                           "pass" if ratio >= criteria.min_speedup else "fail")
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """A judged gate run; its exit code is decided here only."""
+
+    criteria: PhaseCriteria
+    results: tuple[CriterionResult, ...]
+    run: RunResult
+    inputs: Mapping[str, Any]
+    waivers: Mapping[str, Any]
+    versions: Mapping[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        statuses = {r.status for r in self.results}
+        if "fail" in statuses:
+            return exit_codes.DIVERGENCE
+        if "insufficient" in statuses:
+            return exit_codes.INSUFFICIENT_EVIDENCE
+        return exit_codes.OK
+
+    @property
+    def verdict(self) -> str:
+        return {exit_codes.OK: "PASS", exit_codes.DIVERGENCE: "FAIL",
+                exit_codes.INSUFFICIENT_EVIDENCE: "INSUFFICIENT EVIDENCE"}[self.exit_code]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SIGNOFF_SCHEMA, "phase": self.criteria.phase,
+                "phase_name": self.criteria.name, "verdict": self.verdict,
+                "exit_code": self.exit_code, "created_at": self.run.created_at.isoformat(),
+                "inputs": dict(self.inputs), "criteria": self.criteria.to_dict(),
+                "results": [r.to_dict() for r in self.results], "waivers": dict(self.waivers),
+                "versions": dict(self.versions), "run": self.run.to_dict()}
+
+
+def _trace_header(path: str) -> dict[str, Any]:
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such trace file")
+    with open_trace(path) as reader:
+        header = reader.header
+    return header if isinstance(header, dict) else {}
+
+
+def _digest_or_none(path: Path | str | None) -> str | None:
+    return file_digest(str(path)) if path is not None and os.path.isfile(path) else None
+
+
+def run_gate(criteria: PhaseCriteria, paths: Sequence[str], *, config_path: Path,
+             waivers_path: str | None = None, device: str = "cpu", jobs: int = 1,
+             console: Console | None = None) -> GateResult:
+    """Replay ``paths`` through the phase's engines and judge every criterion.
+
+    Raises:
+        UsageError, TraceError, WaiverError: a missing or unreadable input (exit 2).
+    """
+    from harness.commands import run_comparison
+    waivers = load_waivers(waivers_path)
+    headers = {path: _trace_header(path) for path in paths}
+    options = ReplayOptions(control=criteria.control, candidate=criteria.candidate, device=device)
+    run = run_comparison(list(paths), options, waivers_path=waivers_path, jobs=jobs,
+                         console=console)
+    producers = {path: header.get("engine") for path, header in headers.items()}
+    waiver_file = waivers_path or (DEFAULT_WAIVERS if DEFAULT_WAIVERS.exists() else None)
+    digests = {t.trace_path: t.trace_digest for t in run.traces}
+    inputs = {
+        "traces": [{"path": path, "digest": digests.get(path), "producer": producers[path],
+                    "scenario": headers[path].get("scenario", {}).get("name"),
+                    "captured_at": headers[path].get("created_at")} for path in paths],
+        "gate_config": {"path": _display(config_path), "digest": _digest_or_none(config_path)},
+        "waivers": {"path": None if waiver_file is None else _display(waiver_file),
+                    "digest": _digest_or_none(waiver_file)},
+    }
+    report = waiver_report(waivers, run)
+    report["active"] = [w.id for w in waivers.active]
+    return GateResult(criteria=criteria, results=evaluate(criteria, run, waivers, producers),
+                      run=run, inputs=inputs, waivers=report, versions=versions())
+
+
+def _display(path: Path | str) -> str:
+    """A path relative to the working directory when it lies below it (stable in sign-offs)."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith("..") else relative
+
+
+def default_signoff_path(phase: int) -> Path:
+    return Path("reports") / f"signoff-phase{phase}.json"
+
+
+def gate_and_sign(phase: int, items: Sequence[str], *, config: str | None, waivers: str | None,
+                  signoff: Path, device: str = "cpu", jobs: int = 1,
+                  console: Console | None = None) -> tuple[GateResult, list[Path]]:
+    """The gate as the CLI runs it: check inputs, replay, print, write the sign-off.
+
+    Args:
+        items: trace files, folders or globs; empty means the bundled traces.
+    """
+    from harness.cli import DEFAULT_TRACE_DIR, expand_traces
+    config_path = Path(config) if config else DEFAULT_GATE_CONFIG
+    phases = load_gate_config(config_path)
+    if phase not in phases:
+        raise UsageError(f"--phase {phase}: {config_path} defines phases {sorted(phases)}")
+    if jobs < 1:
+        raise UsageError(f"--jobs: expected a positive integer, got {jobs}")
+    items = list(items) or [str(DEFAULT_TRACE_DIR)]
+    for item in items:
+        if not os.path.exists(item) and not any(ch in item for ch in "*?["):
+            raise UsageError(f"{item}: no such trace file or folder")
+    paths = [_display(p) for p in expand_traces(items)]
+    console = console or Console(highlight=False)
+    result = run_gate(phases[phase], paths, config_path=config_path, waivers_path=waivers,
+                      device=device, jobs=jobs, console=console)
+    if result.run.traces:
+        from harness.report.console import RunReport
+        console.print(RunReport(result.run))
+    console.print(GateReport(result))
+    written = write_signoff(result, signoff)
+    console.print("sign-off: " + ", ".join(str(p) for p in written), soft_wrap=True)
+    return result, written
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """``python -m harness gate --phase N [TRACE_OR_FOLDER...]``."""
+    signoff = Path(args.signoff) if args.signoff else default_signoff_path(args.phase)
+    result, _ = gate_and_sign(args.phase, args.traces, config=args.config, waivers=args.waivers,
+                              signoff=signoff, device=args.device, jobs=args.jobs)
+    return result.exit_code

@@ -1,0 +1,112 @@
+"""The gate's sign-off: versions of what ran, the sign-off files, and the console form.
+
+The JSON sign-off (schema ``kvmigrate.signoff/1``) is the record; the Markdown form puts the
+criteria table above the comparison page of :mod:`harness.report.markdown`, and the HTML form is
+the comparison page of :mod:`harness.report.html` (either is skipped when its renderer is absent).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+from harness.report.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from harness.gate import GateResult
+
+__all__ = ["versions", "write_signoff", "GateReport"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _git_state() -> dict[str, Any]:
+    def git(*argv: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def versions() -> dict[str, Any]:
+    """Interpreter, packages and source revision the gate ran with."""
+    from importlib import metadata
+    out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("kvmigrate", "torch", "numpy", "rich", "deepdiff", "xxhash", "gymnasium"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return {**out, **_git_state()}
+
+
+def _markdown_preamble(result: "GateResult") -> str:
+    c = result.criteria
+    lines = [f"# Gate phase {c.phase} ({c.name}): {result.verdict} (exit {result.exit_code})", "",
+             c.description, "", "| criterion | required | observed | status |",
+             "|---|---|---|---|"]
+    lines += [f"| {r.name} | {r.required} | {r.observed.replace('|', '/')} | {r.status} |"
+              for r in result.results]
+    lines += ["", "| trace | digest | producer |", "|---|---|---|"]
+    lines += [f"| `{t['path']}` | `{t['digest']}` | {t['producer']} |"
+              for t in result.inputs["traces"]]
+    return "\n".join(lines) + "\n\n---\n\n"
+
+
+def write_signoff(result: "GateResult", json_path: Path) -> list[Path]:
+    """Write the sign-off JSON, and its Markdown and HTML forms when those renderers exist."""
+    atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    written = [json_path]
+    try:
+        from harness.report.markdown import render_markdown
+    except ImportError:
+        render_markdown = None
+    if render_markdown is not None:
+        path = json_path.with_suffix(".md")
+        atomic_write_text(path, _markdown_preamble(result)
+                          + render_markdown(result.run, waiver_report=result.waivers))
+        written.append(path)
+    try:
+        from harness.report.html import render_html
+    except ImportError:
+        render_html = None
+    if render_html is not None:
+        path = json_path.with_suffix(".html")
+        atomic_write_text(path, render_html(result.run, waiver_report=result.waivers))
+        written.append(path)
+    return written
+
+
+class GateReport:
+    """Console form of a gate result: one row per criterion, then the verdict."""
+
+    _STYLES = {"pass": "green", "fail": "bold red", "insufficient": "bold yellow", "info": "dim"}
+
+    def __init__(self, result: "GateResult") -> None:
+        self.result = result
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        result = self.result
+        c = result.criteria
+        table = Table(title=f"gate phase {c.phase} ({c.name}): control {c.control} vs "
+                            f"candidate {c.candidate}", title_justify="left")
+        for column in ("criterion", "required", "observed", "status"):
+            table.add_column(column, overflow="fold")
+        for r in result.results:
+            table.add_row(r.name, r.required, r.observed, Text(r.status, style=self._STYLES[r.status]))
+        yield table
+        style = {"PASS": "bold green", "FAIL": "bold red"}.get(result.verdict, "bold yellow")
+        yield Text(f"GATE {result.verdict}: phase {c.phase} ({c.name}), "
+                   f"{len(result.run.traces)} trace(s), exit {result.exit_code}", style=style)
