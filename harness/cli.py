@@ -122,10 +122,10 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
-    from harness import commands, gate, rollout
+    from harness import commands, gate, mutate, rollout
     return {"capture": commands.cmd_capture, "inspect": commands.cmd_inspect,
             "compare": commands.cmd_compare, "gate": gate.cmd_gate,
-            "rollout": rollout.cmd_rollout}
+            "rollout": rollout.cmd_rollout, "mutate": mutate.cmd_mutate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

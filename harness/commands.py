@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tomllib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -29,14 +30,17 @@ from harness.trace import TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
 from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
 
-__all__ = ["cmd_capture", "cmd_inspect", "cmd_compare", "run_comparison", "shard_paths",
+__all__ = ["make_console", "cmd_capture", "cmd_inspect", "cmd_compare", "run_comparison", "shard_paths",
            "tolerance_policy", "DEFAULT_JSON"]
 
 DEFAULT_JSON = Path("reports") / "compare.json"
 
 
-def _console() -> Console:
-    return Console(highlight=False)
+def make_console() -> Console:
+    """The CLI's console: the terminal's width, or 120 columns when output is a file or pipe
+    (CI logs) unless COLUMNS says otherwise. Colour follows rich's rules (NO_COLOR honoured)."""
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+    return Console(highlight=False, width=width)
 
 
 def _progress(console: Console) -> Progress:
@@ -61,7 +65,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.parent and not output.parent.exists():
         output.parent.mkdir(parents=True)
-    console = _console()
+    console = make_console()
     with _progress(console) as progress, TraceWriter(output, header) as writer:
         task = progress.add_task(f"capture {scenario.name}", total=None)
         recorder = TraceRecorder(model, writer)
@@ -100,7 +104,7 @@ def inspect_counts(path: str) -> tuple[dict, Counter, Counter, set[int], object]
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     header, calls, events, envs, reader = inspect_counts(args.trace)
-    console = _console()
+    console = make_console()
     scenario = header.get("scenario", {})
     console.print(f"trace {args.trace}: {os.path.getsize(args.trace)} bytes on disk, "
                   f"{reader.num_records} records, schema {header.get('schema')}, "
@@ -180,7 +184,7 @@ def run_comparison(paths: list[str], options: ReplayOptions, *, waivers_path: st
     else:
         waivers = load_waivers(waivers_path)
         results = []
-        console = console or _console()
+        console = console or make_console()
         with _progress(console) as progress:
             for path in paths:
                 task = progress.add_task(f"replay {Path(path).name}", total=None)
@@ -205,7 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     options = ReplayOptions(control=args.control, candidate=args.candidate, manager=args.manager,
                             policy=tolerance_policy(args), device=args.device,
                             self_check=args.self_check)
-    console = _console()
+    console = make_console()
     run = run_comparison(paths, options, waivers_path=args.waivers, jobs=args.jobs, console=console)
     console.print(RunReport(run))
     report = waiver_report(load_waivers(args.waivers), run)

@@ -381,7 +381,8 @@ def default_signoff_path(phase: int) -> Path:
 
 def gate_and_sign(phase: int, items: Sequence[str], *, config: str | None, waivers: str | None,
                   signoff: Path, device: str = "cpu", jobs: int = 1,
-                  console: Console | None = None) -> tuple[GateResult, list[Path]]:
+                  console: Console | None = None,
+                  with_html: bool = True) -> tuple[GateResult, list[Path]]:
     """The gate as the CLI runs it: check inputs, replay, print, write the sign-off.
 
     Args:
@@ -399,14 +400,15 @@ def gate_and_sign(phase: int, items: Sequence[str], *, config: str | None, waive
         if not os.path.exists(item) and not any(ch in item for ch in "*?["):
             raise UsageError(f"{item}: no such trace file or folder")
     paths = [_display(p) for p in expand_traces(items)]
-    console = console or Console(highlight=False)
+    from harness.commands import make_console
+    console = console or make_console()
     result = run_gate(phases[phase], paths, config_path=config_path, waivers_path=waivers,
                       device=device, jobs=jobs, console=console)
     if result.run.traces:
         from harness.report.console import RunReport
         console.print(RunReport(result.run))
     console.print(GateReport(result))
-    written = write_signoff(result, signoff)
+    written = write_signoff(result, signoff, with_html=with_html)
     console.print("sign-off: " + ", ".join(str(p) for p in written), soft_wrap=True)
     return result, written
 

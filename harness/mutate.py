@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from harness.commands import make_console
 from harness import exit_codes
 from harness.cli import DEFAULT_TRACE_DIR, expand_traces
 from harness.errors import UsageError
@@ -263,6 +264,6 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise UsageError(f"{missing[0]}: no such trace file")
-    report = run_mutation_suite(paths, console=Console(highlight=False),
+    report = run_mutation_suite(paths, console=make_console(),
                                 waivers_path=args.waivers, device=args.device)
     return report.exit_code

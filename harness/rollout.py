@@ -33,7 +33,8 @@ from harness.errors import UsageError
 from harness.replay import file_digest
 
 __all__ = ["RECORD_SCHEMA", "DEFAULT_RECORD", "Phase", "PHASES", "RolloutEntry", "RolloutRecord",
-           "RolloutError", "load_record", "save_record", "record_to_toml", "cmd_rollout"]
+           "RolloutError", "load_record", "save_record", "record_to_toml", "rollback_steps",
+           "cmd_rollout"]
 
 RECORD_SCHEMA = "kvmigrate.rollout/1"
 DEFAULT_RECORD = Path("reports") / "rollout.toml"
@@ -68,13 +69,19 @@ PHASES = (
 )
 LAST_PHASE = PHASES[-1].number
 
-# The refactor guide's rollback plan (回滚计划), per step, for the phase rolled back to.
-ROLLBACK_STEPS = (
-    "stop using the new code: serve with the world model of phase {to} ({world_model})",
-    "restore legacy/world_model.py from git if phase 3 deleted it (the guide's backup copy)",
-    "verify: make test && make gate PHASE={to} (skip the gate for phase 0)",
-    "analyse: the sign-off of phase {frm} ({signoff}) and the shadow/validate divergence reports",
-)
+
+
+def rollback_steps(frm: int, to: int, signoff: str | None) -> list[str]:
+    """The refactor guide's rollback plan (回滚计划) for a move from ``frm`` back to ``to``."""
+    steps = [f"stop using the new code: serve with phase {to}'s world model "
+             f"({PHASES[to].world_model})"]
+    if frm == LAST_PHASE:
+        steps.append("restore legacy/world_model.py from git (phase 3 deleted it; the guide's "
+                     "backup copy)")
+    steps.append("verify: make test" + (f" && make gate PHASE={to}" if to >= 1 else ""))
+    steps.append(f"analyse: the phase {frm} sign-off ({signoff or 'none recorded'}) and the "
+                 f"divergence reports of the shadow/validate runs")
+    return steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +231,7 @@ def _advance(args: argparse.Namespace, record: RolloutRecord, path: Path, consol
     archive = path.parent / "rollout" / f"signoff-phase{target}-{now:%Y%m%dT%H%M%SZ}.json"
     result, _ = gate_and_sign(target, args.traces, config=args.config, waivers=args.waivers,
                               signoff=archive, device=args.device, jobs=args.jobs,
-                              console=console)
+                              console=console, with_html=False)
     if result.exit_code != exit_codes.OK:
         console.print(f"not advanced: the phase {target} gate says {result.verdict}; "
                       f"the rollout stays at phase {record.phase}")
@@ -251,10 +258,9 @@ def _rollback(args: argparse.Namespace, record: RolloutRecord, path: Path, conso
     left = record.last_signoff(record.phase)
     console.print(f"rolled back from phase {record.phase} to {target} "
                   f"({_phase(target).name}); recorded in {path}. Next steps:")
-    for number, step in enumerate(ROLLBACK_STEPS, 1):
-        console.print(f"  {number}. " + step.format(to=target, frm=record.phase,
-                                                    world_model=_phase(target).world_model,
-                                                    signoff=left.signoff if left else "none"))
+    for number, step in enumerate(rollback_steps(record.phase, target,
+                                                 left.signoff if left else None), 1):
+        console.print(f"  {number}. {step}")
     return exit_codes.OK
 
 

@@ -163,12 +163,15 @@ class RunReport:
                 yield Text(f"self-check {trace.trace_path}: noise floor (max |a-e| on equal "
                            f"tensors) = {trace.noise_floor!r}")
             unwaived = [call for call in trace.divergences if not call.waived]
+            # The panel budget is shared by all traces: count what this trace could show.
+            num_shown_here = 0
             for position, call in enumerate(unwaived):
                 if shown >= max_panels:
                     break
                 yield DivergencePanel(call, first=position == 0)
                 shown += 1
-            hidden = trace.num_unwaived_calls - min(len(unwaived), max_panels)
+                num_shown_here += 1
+            hidden = trace.num_unwaived_calls - num_shown_here
             if hidden > 0:
                 yield Text(f"... {hidden} more unwaived diverging calls in {Path(trace.trace_path).name} "
                            f"(see the JSON report)")

@@ -65,8 +65,12 @@ def _markdown_preamble(result: "GateResult") -> str:
     return "\n".join(lines) + "\n\n---\n\n"
 
 
-def write_signoff(result: "GateResult", json_path: Path) -> list[Path]:
-    """Write the sign-off JSON, and its Markdown and HTML forms when those renderers exist."""
+def write_signoff(result: "GateResult", json_path: Path, *, with_html: bool = True) -> list[Path]:
+    """Write the sign-off JSON, and its Markdown and HTML forms when those renderers exist.
+
+    The HTML form (about 100 kB) is left out with ``with_html=False``, as the rollout's
+    committed archive does.
+    """
     atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     written = [json_path]
     try:
@@ -82,7 +86,7 @@ def write_signoff(result: "GateResult", json_path: Path) -> list[Path]:
         from harness.report.html import render_html
     except ImportError:
         render_html = None
-    if render_html is not None:
+    if render_html is not None and with_html:
         path = json_path.with_suffix(".html")
         atomic_write_text(path, render_html(result.run, waiver_report=result.waivers))
         written.append(path)
