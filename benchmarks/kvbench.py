@@ -2,7 +2,7 @@
 
 *Cache operations* are everything an imagine call does outside the network's forward passes:
 lookups, assembly of the batch cache, trimming, stores and clears. They are measured as the
-call's wall time minus the time spent inside ``net.forward_tokens / encode / *_heads`` (the
+call's wall time minus the time spent inside the network's methods (forward, encode, heads; the
 same wrapper on both engines). *Bytes moved* counts every tensor byte written by an aten op
 outside the network during a call (mutating ops count the tensor they write, views count
 nothing), through a ``TorchDispatchMode``.
@@ -31,7 +31,8 @@ __all__ = ["NetTimer", "ByteCounter", "ensure_trace", "load_calls", "build_model
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGINE_KINDS = ("root", "recurrent")
-_NET_METHODS = ("forward_tokens", "encode", "embed_actions", "action_heads", "observation_heads")
+_NET_METHODS = ("forward_tokens", "forward_last", "encode", "embed_actions", "action_heads",
+                "observation_heads")
 
 
 class NetTimer:

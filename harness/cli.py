@@ -60,14 +60,21 @@ def _add_gate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=1, help="replay traces in N processes")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error:`` line (exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness",
+    parser = _Parser(prog="python -m harness",
                                      description="kvmigrate: legacy vs refactored KV cache harness")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: the models are small and extra "
                              "threads only spin against each other)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     capture = sub.add_parser("capture", help="run a scenario and record every imagine call")
     capture.add_argument("scenario", help="scenario TOML file")
@@ -96,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sign-off JSON path (default reports/signoff-phaseN.json)")
 
     rollout = sub.add_parser("rollout", help="the rollout record: status, advance, rollback")
-    rollout_sub = rollout.add_subparsers(dest="action", required=True)
+    rollout_sub = rollout.add_subparsers(dest="action", required=True, parser_class=_Parser)
     for name, text in (("status", "current phase and history"),
                        ("advance", "run the next phase's gate; move only when it passes"),
                        ("rollback", "move back a phase, with a reason (no gate)")):
@@ -132,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    except SystemExit as exc:  # --help
         return exit_codes.BAD_INPUT if exc.code not in (0, None) else exit_codes.OK
     _configure_logging(args.verbose)
     if args.threads < 1:

@@ -32,10 +32,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="candidate engine for --kv-traces (default refactored)")
     group.addoption("--kv-waivers", default=None, metavar="FILE",
                     help="waiver file for --kv-traces (default waivers.toml)")
+    group.addoption("--kv-threads", type=int, default=1, metavar="N",
+                    help="torch intra-op threads while a trace replays (default 1, as the CLI: "
+                         "the models are small and extra threads only spin against each other)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kvtrace: a trace replayed by the kvmigrate plugin")
+    if config.option.kv_threads < 1:
+        raise pytest.UsageError(f"--kv-threads: expected a positive integer, "
+                                f"got {config.option.kv_threads}")
 
 
 class TraceDivergence(Exception):
@@ -55,12 +61,19 @@ class KvTraceItem(pytest.Item):
         self.add_marker("kvtrace")
 
     def runtest(self) -> None:
+        import torch
+
         from harness.replay import ReplayOptions, replay_trace
         from harness.waivers import load_waivers
         options = self.config.option
         waivers = load_waivers(options.kv_waivers)
         replay = ReplayOptions(control=options.kv_control, candidate=options.kv_candidate)
-        result = replay_trace(str(self.trace), replay, judge=waivers.judge)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(options.kv_threads)
+        try:
+            result = replay_trace(str(self.trace), replay, judge=waivers.judge)
+        finally:
+            torch.set_num_threads(threads)
         if not result.ok:
             raise TraceDivergence(result)
 

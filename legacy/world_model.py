@@ -158,7 +158,7 @@ class LegacyWorldModel(BaseWorldModel):
         self.keys_values_wm_size_list_current = self.trim_and_pad_kv_cache(is_init_infer=True)
         # Every env's tokens sit at the batch size M and M+1 (quirk 6).
         prev_steps = self.keys_values_wm.size
-        positions = torch.full((batch, 1), prev_steps, dtype=torch.long, device=self.device)
+        positions = np.full((batch, 1), prev_steps, dtype=np.int64)
         out = forward_action_then_obs(self.net, self.keys_values_wm, batch_action, positions,
                                       current_obs_embeddings)
         self.update_cache_context(current_obs_embeddings, is_init_infer=True)
@@ -185,7 +185,7 @@ class LegacyWorldModel(BaseWorldModel):
         self.retrieve_or_generate_kvcache(latent, batch, simulation_index, start)
         sizes = list(self.trim_and_pad_kv_cache(is_init_infer=False))
         # Recurrent tokens sit at each env's own unpadded size (quirk 6).
-        positions = torch.as_tensor(sizes, dtype=torch.long, device=self.device).unsqueeze(1)
+        positions = np.asarray(sizes, dtype=np.int64)[:, None]
         out = forward_action_then_obs(self.net, self.keys_values_wm, batch_action, positions, None)
         self.keys_values_wm_size_list_current = [size + 2 for size in sizes]
         self.latent_state = out.latent

@@ -103,6 +103,9 @@ class SlotStorage:
         return entry
 
     def _fits(self, kv: KeysValues) -> bool:
+        tensor, packed = self._tensor, kv.as_packed()
+        if tensor is not None and packed is not None:  # fast path: one shape and dtype check
+            return packed.shape == tensor.shape[1:] and packed.dtype == tensor.dtype
         if self._geometry is None:
             self._geometry = kv.geometry
         if kv.geometry != self._geometry:

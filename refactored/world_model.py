@@ -47,7 +47,9 @@ class RefactoredWorldModel(BaseWorldModel):
         self.keys_values_wm_size_list = self.kv_cache_manager.keys_values_wm_size_list
         self._views_by_batch: dict[int, tuple[KeysValues, list[KeysValues]]] = {}
         self._allocate_buffers(self.env_num)
+        self._diff_buffers = (self.net.pos_emb_diff_k, self.net.pos_emb_diff_v)
         self._correction_stamp: tuple | None = None
+        self._log_stats = config.enable_cache_logging
         self._correction_packed: torch.Tensor | None = None
         self._num_calls = 0
 
@@ -67,6 +69,8 @@ class RefactoredWorldModel(BaseWorldModel):
     def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
         out = super()._apply(fn, recurse)
         self._allocate_buffers(len(self._fresh))  # buffers follow the model across devices
+        self._diff_buffers = (self.net.pos_emb_diff_k, self.net.pos_emb_diff_v)
+        self._correction_stamp = None
         return out
 
     # ------------------------------------------------------------------ root path
@@ -97,7 +101,7 @@ class RefactoredWorldModel(BaseWorldModel):
                 self._collect_context(i, key, matched, POOL_ROOT if matched is not None else None,
                                       last_emb[i], contexts, sizes, path="root")
             batch_cache = self._assemble(contexts, sizes, batch)
-            positions = torch.full((batch, 1), batch_cache.size, dtype=torch.long, device=self.device)
+            positions = np.full((batch, 1), batch_cache.size, dtype=np.int64)
             out = forward_action_then_obs(self.net, batch_cache, actions[:batch], positions, current_emb)
         self._store_all(current_emb, batch_cache, is_root=True, sizes_current=None)
         self.kv_cache_manager.clear_recur_cache()
@@ -127,7 +131,7 @@ class RefactoredWorldModel(BaseWorldModel):
             state = None if matched is not None else torch.from_numpy(np.ascontiguousarray(latent[j])).to(self.device)
             self._collect_context(j, key, matched, pool, state, contexts, sizes, path="recurrent")
         batch_cache = self._assemble(contexts, sizes, batch)
-        positions = torch.as_tensor(sizes, dtype=torch.long, device=self.device).unsqueeze(1)
+        positions = np.asarray(sizes, dtype=np.int64)[:, None]
         out = forward_action_then_obs(self.net, batch_cache, batch_action, positions, None)
         self._store_all(out.latent, batch_cache, is_root=False, sizes_current=[s + 2 for s in sizes])
         self._tick()
@@ -164,18 +168,18 @@ class RefactoredWorldModel(BaseWorldModel):
     def _assemble(self, contexts: list[KeysValues], sizes: list[int], batch: int) -> KeysValues:
         """Left-pad each context to the longest one: one copy (and one zero fill) per env."""
         max_size = max(sizes, default=0)
-        batch_cache, _ = self._views(batch)
-        packed = batch_cache.packed
-        for row, (entry, size) in enumerate(zip(contexts, sizes)):
-            src = entry.as_packed()
-            if src is None:  # a manager whose entries are not packed: gather layer by layer
-                src = torch.stack([torch.stack([layer.k.tensor, layer.v.tensor]) for layer in entry.layers])
+        batch_cache, rows = self._views(batch)
+        for row, entry, size in zip(rows, contexts, sizes):
             pad = max_size - size
-            dst = packed[:, :, row]  # [L, 2, H, C, hd]
             if pad:
-                dst[..., :pad, :].zero_()  # unmasked zeros the forward attends to (quirk 5)
+                row.window(0, pad).zero_()  # unmasked zeros the forward attends to (quirk 5)
             # Only the valid positions move: positions past max_size are never read.
-            dst[..., pad: max_size, :].copy_(src[:, :, 0, :, :size])
+            if entry.as_packed() is not None:
+                row.window(pad, max_size).copy_(entry.window(0, size))
+            else:  # a manager whose entries are not packed: copy layer by layer
+                for dst_layer, src_layer in zip(row.layers, entry.layers):
+                    dst_layer.k.tensor[:, :, pad:max_size].copy_(src_layer.k.tensor[:, :, :size])
+                    dst_layer.v.tensor[:, :, pad:max_size].copy_(src_layer.v.tensor[:, :, :size])
         for layer in batch_cache.layers:
             layer.k.size = layer.v.size = max_size
         return batch_cache
@@ -183,8 +187,8 @@ class RefactoredWorldModel(BaseWorldModel):
     # ------------------------------------------------------------------ stores
     def _correction(self) -> torch.Tensor:
         """The trim correction packed as ``[L, 2, 1, H, C-3, hd]``; rebuilt when the buffers change."""
-        diff_k, diff_v = self.net.pos_emb_diff_k, self.net.pos_emb_diff_v
-        stamp = (diff_k.data_ptr(), diff_k._version, diff_v.data_ptr(), diff_v._version)
+        diff_k, diff_v = self._diff_buffers
+        stamp = (diff_k._version, diff_v._version)  # in-place updates (recompute, load) bump it
         if stamp != self._correction_stamp:
             self._correction_packed = torch.stack([diff_k, diff_v], dim=1).unsqueeze(2)
             self._correction_stamp = stamp
@@ -230,15 +234,16 @@ class RefactoredWorldModel(BaseWorldModel):
         if shift == 0 and not trim:
             single = row
         else:
-            src, single = row.packed, self._scratch  # [L, 2, 1, H, C, hd]
-            scratch = single.packed
+            single = self._scratch  # [L, 2, 1, H, C, hd]
             if shift:
-                src = F.pad(src[..., shift:, :], (0, 0, 0, shift))
+                source = KeysValues.from_packed(F.pad(row.window(shift, context), (0, 0, 0, shift)))
+            else:
+                source = row
             if trim:
-                torch.add(src[..., 2: context - 1, :], correction, out=scratch[..., : context - 3, :])
+                torch.add(source.window(2, context - 1), correction, out=single.window(0, context - 3))
                 size = context - 3
             else:
-                scratch.copy_(src)
+                single.packed.copy_(source.packed)
         for layer in single.layers:
             layer.k.size = layer.v.size = size
         return single, size
@@ -246,7 +251,8 @@ class RefactoredWorldModel(BaseWorldModel):
     # ------------------------------------------------------------------ lifecycle
     def _tick(self) -> None:
         self._num_calls += 1
-        self.kv_cache_manager.maybe_log_stats(self._num_calls)
+        if self._log_stats:  # periodic stats logging (guide step 6), off the hot path otherwise
+            self.kv_cache_manager.maybe_log_stats(self._num_calls)
 
     def clear_caches(self, reason: str = "clear_caches") -> None:
         """Clear every pool through the manager; log the stats summary, then reset it (guide step 5)."""

@@ -17,37 +17,36 @@ from unizero.world_model import InferenceOutput
 
 __all__ = ["forward_root_first_step", "forward_action_then_obs", "forward_fresh_context"]
 
+_ORIGIN = np.zeros((1, 1), dtype=np.int64)  # the miss-path latent always sits at position 0
+
 
 def forward_root_first_step(net: WorldModelNetwork, batch_cache: KeysValues,
                             current: torch.Tensor) -> InferenceOutput:
     """First root step: the current observation alone, at position 0, into an empty cache."""
     batch = current.shape[0]
-    positions = torch.zeros(batch, 1, dtype=torch.long, device=current.device)
-    hidden = net.forward_tokens(current.unsqueeze(1), batch_cache, positions)
-    policy, value = net.observation_heads(hidden[:, -1])
+    hidden = net.forward_last(current.unsqueeze(1), batch_cache, np.zeros((batch, 1), dtype=np.int64))
+    policy, value = net.observation_heads(hidden)
     reward = torch.zeros(batch, net.config.num_support_bins, device=current.device)
     return InferenceOutput(current, reward, policy, value)
 
 
 def forward_action_then_obs(net: WorldModelNetwork, batch_cache: KeysValues,
-                            actions: np.ndarray, positions: torch.Tensor,
+                            actions: np.ndarray, positions: np.ndarray,
                             obs: torch.Tensor | None) -> InferenceOutput:
-    """Action token at ``positions: [B, 1]``, then an observation token one position later.
+    """Action token at ``positions: [B, 1]`` (int64), then an observation token one later.
 
     ``obs`` is the current observation embedding at the root; ``None`` at a recurrent step, where
     the predicted next latent is fed back as the observation token.
     """
-    act_tokens = net.embed_actions(torch.as_tensor(actions, device=positions.device))
-    hidden = net.forward_tokens(act_tokens, batch_cache, positions)
-    reward, next_latent = net.action_heads(hidden[:, -1])
+    hidden = net.forward_last(net.embed_actions(actions), batch_cache, positions)
+    reward, next_latent = net.action_heads(hidden)
     latent = next_latent if obs is None else obs
-    hidden = net.forward_tokens(latent.unsqueeze(1), batch_cache, positions + 1)
-    policy, value = net.observation_heads(hidden[:, -1])
+    hidden = net.forward_last(latent.unsqueeze(1), batch_cache, positions + 1)
+    policy, value = net.observation_heads(hidden)
     return InferenceOutput(latent, reward, policy, value)
 
 
 def forward_fresh_context(net: WorldModelNetwork, single_cache: KeysValues,
                           latent: torch.Tensor) -> None:
     """Miss path: encode one latent at position 0 into an empty single-env cache."""
-    positions = torch.zeros(1, 1, dtype=torch.long, device=latent.device)
-    net.forward_tokens(latent.view(1, 1, -1), single_cache, positions)
+    net.forward_last(latent.view(1, 1, -1), single_cache, _ORIGIN)

@@ -110,7 +110,7 @@ class KeysValues:
     """All layers' KV caches for a batch of ``num_samples`` sequences of up to ``max_tokens``."""
 
     __slots__ = ("layers", "num_samples", "num_heads", "max_tokens", "embed_dim", "device",
-                 "dtype", "packed", "_packed_views")
+                 "dtype", "packed", "_packed_views", "_windows")
 
     def __init__(self, num_samples: int, num_heads: int, max_tokens: int, embed_dim: int,
                  num_layers: int, device: torch.device | str,
@@ -125,6 +125,7 @@ class KeysValues:
                             for _ in range(num_layers))
         self.packed: torch.Tensor | None = None
         self._packed_views: tuple[torch.Tensor, ...] = ()
+        self._windows: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
     def from_packed(cls, packed: torch.Tensor) -> "KeysValues":
@@ -150,7 +151,19 @@ class KeysValues:
             layers.append(layer)
         out.layers = tuple(layers)
         out._packed_views = tuple(t for layer in layers for t in (layer.k.tensor, layer.v.tensor))
+        out._windows = {}
         return out
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        """The packed view of token positions ``[start, stop)``: ``[L, 2, B, H, stop-start, hd]``.
+
+        Views are cached per window, so hot paths pay for slicing once (packed containers only).
+        """
+        view = self._windows.get((start, stop))
+        if view is None:
+            assert self.packed is not None, "window() needs a packed KeysValues (see from_packed)"
+            view = self._windows[(start, stop)] = self.packed[..., start:stop, :]
+        return view
 
     def __getitem__(self, index: int) -> KVCache:
         return self.layers[index]
@@ -198,11 +211,11 @@ class KeysValues:
                 and src.geometry != self.geometry:
             raise ValueError(f"KeysValues geometry mismatch: destination {self.geometry}, "
                              f"source {src.geometry} (layers, B, H, T, head_dim)")
-        sizes = {size for layer in src.layers for size in (layer.k.size, layer.v.size)}
-        if dst_packed is not None and src_packed is not None and (not valid_only or len(sizes) == 1):
+        size = src.layers[0].k.size
+        uniform = all(layer.k.size == size and layer.v.size == size for layer in src.layers)
+        if dst_packed is not None and src_packed is not None and (not valid_only or uniform):
             if valid_only:
-                size = sizes.pop()
-                dst_packed[..., :size, :].copy_(src_packed[..., :size, :])
+                self.window(0, size).copy_(src.window(0, size))  # one op, valid positions only
             else:
                 dst_packed.copy_(src_packed)  # one op for every layer's K and V
         else:

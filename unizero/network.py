@@ -10,6 +10,7 @@ current weights (called at the end of each training epoch upstream).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,9 +96,17 @@ class WorldModelNetwork(nn.Module):
         """``obs: [B, obs_dim]`` → latent ``[B, D]``."""
         return self.encoder(obs)
 
-    def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
+    def embed_actions(self, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``actions: [B]`` int64 → action token embeddings ``[B, 1, D]``."""
-        return self.act_embedding(actions).unsqueeze(1)
+        index = torch.as_tensor(actions, device=self.pos_emb.weight.device)
+        return self.act_embedding(index).unsqueeze(1)
+
+    def forward_last(self, embeddings: torch.Tensor, keys_values: KeysValues,
+                     positions: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``forward_tokens`` returning only the last token's hidden state ``[B, D]``;
+        ``positions`` may be a numpy array (moved to the device here)."""
+        positions = torch.as_tensor(positions, device=embeddings.device)
+        return self.forward_tokens(embeddings, keys_values, positions)[:, -1]
 
     def forward_tokens(self, embeddings: torch.Tensor, keys_values: KeysValues,
                        positions: torch.Tensor) -> torch.Tensor:

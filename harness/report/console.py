@@ -91,7 +91,8 @@ def _waived_table(calls: list[CallComparison]) -> Table:
     groups: dict[tuple[str, str], list[CallComparison]] = {}
     for call in calls:
         groups.setdefault((Path(call.trace).name, str(call.waiver_id)), []).append(call)
-    table = Table(title=f"waived divergences ({len(calls)} calls; expected, see waivers.toml)",
+    noun = "call" if len(calls) == 1 else "calls"
+    table = Table(title=f"waived divergences ({len(calls)} {noun}; expected, see waivers.toml)",
                   title_justify="left")
     for column in ("trace", "waiver", "calls", "first..last", "kinds / classes"):
         table.add_column(column, overflow="fold")
