@@ -24,6 +24,10 @@ def busy_model():
     return model, obs
 
 
+def lookups(events) -> list[Lookup]:
+    return [e for e in events if isinstance(e, Lookup)]
+
+
 def snapshot(model) -> dict:
     return {
         "init_pointers": list(model.shared_pool_index_init_envs),
@@ -119,6 +123,38 @@ def test_a_trim_after_the_epoch_recompute_uses_the_new_correction() -> None:
     stored = model.shared_pool_init_infer[0][3][1].v.tensor[0, :, :5]
     assert torch.equal(stored, before["v"][0, :, 2:7] + fresh[1])
     assert not torch.allclose(stored, before["v"][0, :, 2:7] + stale[1], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- weight updates
+def perturbed(state: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
+    return {name: (value + 1e-4 if name in names else value.clone()) for name, value in state.items()}
+
+
+def test_perturbing_every_parameter_makes_every_old_root_key_miss() -> None:
+    model, obs = busy_model()
+    params = {name for name, _ in model.net.named_parameters()}
+    model.load_weights(perturbed(model.net.state_dict(), params))
+    model.take_events()
+    model.initial_inference(obs[2], [1, 1], make_obs(7, 2))
+    assert [e.hit for e in lookups(model.take_events())] == [False, False]
+
+
+def test_perturbing_one_encoder_parameter_makes_every_old_root_key_miss() -> None:
+    model, obs = busy_model()
+    model.load_weights(perturbed(model.net.state_dict(), {"encoder.3.bias"}))
+    model.take_events()
+    model.initial_inference(obs[2], [1, 1], make_obs(7, 2))
+    assert [e.hit for e in lookups(model.take_events())] == [False, False]
+
+
+def test_a_weight_update_that_leaves_the_encoder_unchanged_reuses_stale_contexts() -> None:
+    # Keys hash encoder outputs only: contexts computed with the old transformer still hit.
+    model, obs = busy_model()
+    transformer = {name for name, _ in model.net.named_parameters() if name.startswith("transformer.")}
+    model.load_weights(perturbed(model.net.state_dict(), transformer))
+    model.take_events()
+    model.initial_inference(obs[2], [1, 1], make_obs(7, 2))
+    assert [(e.hit, e.size) for e in lookups(model.take_events())] == [(True, 5), (True, 5)]
 
 
 # ---------------------------------------------------------------------------- events vs bookkeeping
@@ -302,3 +338,23 @@ def test_a_rejected_call_changes_no_bookkeeping(model) -> None:
         model.initial_inference(make_obs(1, 2), [0, 7], make_obs(1, 2))
     assert (snapshot(model), [dict(d) for d in model.past_kv_cache_init_infer_envs]) == before
     assert model.take_events() == []
+
+
+def test_load_weights_keeps_the_stale_correction_until_the_epoch_recompute() -> None:
+    # The harness hands over state dicts whose buffers are the model's own (spec §9, quirk 8).
+    model = make_legacy()
+    stale = model.net.pos_emb_diff_k.clone()
+    state = {name: value + 1e-3 if name.endswith("weight") else value.clone()
+             for name, value in model.net.state_dict().items()}
+    model.load_weights(state)
+    assert torch.equal(model.net.pos_emb_diff_k, stale)
+    model.recompute_pos_emb_diff_and_clear_cache()
+    assert not torch.equal(model.net.pos_emb_diff_k, stale)
+
+
+def test_load_weights_rejects_a_state_dict_with_missing_entries() -> None:
+    model = make_legacy()
+    state = model.net.state_dict()
+    del state["pos_emb.weight"]
+    with pytest.raises(RuntimeError, match="pos_emb.weight"):
+        model.load_weights(state)

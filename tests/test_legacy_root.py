@@ -400,38 +400,3 @@ def test_batch_position_is_the_env_id_for_a_short_batch() -> None:
         (0, hash_state(encode(model, obs[1:])[0]), False)]
     assert [(e.env, e.slot) for e in of_type(events, Store)] == [(0, 1)]
     assert model.shared_pool_index_init_envs == [2, 1]
-
-
-# ---------------------------------------------------------------------------- weight updates
-def perturbed(state: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
-    return {name: (value + 1e-4 if name in names else value.clone()) for name, value in state.items()}
-
-
-def test_perturbing_every_parameter_makes_every_old_root_key_miss() -> None:
-    model = make_legacy()
-    obs, _ = play(model, 3)
-    params = {name for name, _ in model.net.named_parameters()}
-    model.load_weights(perturbed(model.net.state_dict(), params))
-    model.take_events()
-    model.initial_inference(obs[2], [1, 1], make_obs(7, 2))
-    assert [e.hit for e in of_type(model.take_events(), Lookup)] == [False, False]
-
-
-def test_perturbing_one_encoder_parameter_makes_every_old_root_key_miss() -> None:
-    model = make_legacy()
-    obs, _ = play(model, 3)
-    model.load_weights(perturbed(model.net.state_dict(), {"encoder.3.bias"}))
-    model.take_events()
-    model.initial_inference(obs[2], [1, 1], make_obs(7, 2))
-    assert [e.hit for e in of_type(model.take_events(), Lookup)] == [False, False]
-
-
-def test_a_weight_update_that_leaves_the_encoder_unchanged_reuses_stale_contexts() -> None:
-    # Keys hash encoder outputs only: contexts computed with the old transformer still hit.
-    model = make_legacy()
-    obs, _ = play(model, 3)
-    transformer = {name for name, _ in model.net.named_parameters() if name.startswith("transformer.")}
-    model.load_weights(perturbed(model.net.state_dict(), transformer))
-    model.take_events()
-    model.initial_inference(obs[2], [1, 1], make_obs(7, 2))
-    assert [(e.hit, e.size) for e in of_type(model.take_events(), Lookup)] == [(True, 5), (True, 5)]

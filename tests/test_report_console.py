@@ -199,7 +199,7 @@ def test_an_equivalent_run_ends_with_the_verdict_and_shows_no_panel():
 def test_the_first_unwaived_divergence_panel_comes_first_with_its_numbers():
     text = flat(render(diverged_run()))
     first = text.index("FIRST both divergence, call 7 (recurrent)")
-    waived = text.index("waived divergences (1 calls; expected, see waivers.toml)")
+    waived = text.index("waived divergences (1 call; expected, see waivers.toml)")
     assert first < waived
     assert "divergence, call 5" not in text
     panel = text[first:waived]
@@ -215,7 +215,7 @@ def test_the_first_unwaived_divergence_panel_comes_first_with_its_numbers():
 def test_a_waived_divergence_is_listed_by_waiver_without_a_panel_and_the_run_is_equivalent():
     text = flat(render(waived_run()))
     assert "FIRST" not in text and "divergence, call" not in text
-    assert ("waived divergences (1 calls; expected, see waivers.toml) trace waiver calls "
+    assert ("waived divergences (1 call; expected, see waivers.toml) trace waiver calls "
             "first..last kinds / classes cartpole_small.kvtrace W-rounding 1 5..5 "
             "recurrent tensor") in text
     assert text.endswith("EQUIVALENT: 1 trace(s), 95 calls, 1 waived divergence(s)")
