@@ -171,40 +171,46 @@ class Shadow:
         self.replacements = 0
 
     def apply(self, event) -> None:
-        if isinstance(event, Lookup):
-            expected_pool = None
-            if not event.forced and event.key in self.init[event.env]:
-                expected_pool = "root"
-            elif not event.forced and event.path == "recurrent" and event.key in self.recur:
-                expected_pool = "recurrent"
-            assert (event.hit, event.pool) == (expected_pool is not None, expected_pool), event
-        elif isinstance(event, Store):
-            root = event.pool == "root"
-            table = self.init[event.env] if root else self.recur
-            reverse = self.init_reverse[event.env] if root else self.recur_reverse
-            pointer = self.init_ptr[event.env] if root else self.recur_ptr
-            assert event.slot == pointer, (event, pointer)
-            old = reverse[pointer]
-            deleted = old if old is not None and old in table else None
-            # A key deleted and stored again at once is reported as a replacement, not evicted.
-            assert event.evicted == (deleted if deleted != event.key else None), (event, old)
-            if deleted is not None:
-                del table[deleted]
-                self.replacements += deleted == event.key
-            table[event.key] = pointer
-            reverse[pointer] = event.key
-            if root:
-                self.init_ptr[event.env] = (pointer + 1) % len(reverse)
-            else:
-                self.recur_ptr = (pointer + 1) % len(reverse)
-        elif isinstance(event, Clear):
-            if event.scope in ("all", "recurrent"):
-                self.recur.clear()
-            if event.scope == "all":
-                for table in self.init:
-                    table.clear()
-            if event.scope == "root_env":
-                self.init[event.env].clear()
+        handler = {Lookup: self._lookup, Store: self._store, Clear: self._clear}.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _lookup(self, event: Lookup) -> None:
+        expected_pool = None
+        if not event.forced and event.key in self.init[event.env]:
+            expected_pool = "root"
+        elif not event.forced and event.path == "recurrent" and event.key in self.recur:
+            expected_pool = "recurrent"
+        assert (event.hit, event.pool) == (expected_pool is not None, expected_pool), event
+
+    def _store(self, event: Store) -> None:
+        root = event.pool == "root"
+        table = self.init[event.env] if root else self.recur
+        reverse = self.init_reverse[event.env] if root else self.recur_reverse
+        pointer = self.init_ptr[event.env] if root else self.recur_ptr
+        assert event.slot == pointer, (event, pointer)
+        old = reverse[pointer]
+        deleted = old if old is not None and old in table else None
+        # A key deleted and stored again at once is reported as a replacement, not evicted.
+        assert event.evicted == (deleted if deleted != event.key else None), (event, old)
+        if deleted is not None:
+            del table[deleted]
+            self.replacements += deleted == event.key
+        table[event.key] = pointer
+        reverse[pointer] = event.key
+        if root:
+            self.init_ptr[event.env] = (pointer + 1) % len(reverse)
+        else:
+            self.recur_ptr = (pointer + 1) % len(reverse)
+
+    def _clear(self, event: Clear) -> None:
+        if event.scope in ("all", "recurrent"):
+            self.recur.clear()
+        if event.scope == "all":
+            for table in self.init:
+                table.clear()
+        if event.scope == "root_env":
+            self.init[event.env].clear()
 
     def matches(self, model) -> None:
         assert model.past_kv_cache_init_infer_envs == self.init
