@@ -38,3 +38,6 @@ gate: $(STAMP)
 
 mutate: $(STAMP)
 	$(PY) -m harness mutate scenarios/traces
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py

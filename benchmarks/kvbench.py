@@ -85,11 +85,12 @@ class ByteCounter(TorchDispatchMode):
         return out
 
 
-def ensure_trace(scenario: str, out: Path, *, steps: int | None = None) -> Path:
-    """Capture ``scenario`` with the legacy engine into ``out`` unless it already exists."""
+def ensure_trace(scenario: str | Path, out: Path, *, steps: int | None = None) -> Path:
+    """Capture ``scenario`` (a bundled name or a path) with legacy into ``out`` unless it exists."""
     if out.exists():
         return out
-    spec = load_scenario(REPO / "scenarios" / f"{scenario}.toml")
+    path = Path(scenario) if str(scenario).endswith(".toml") else REPO / "scenarios" / f"{scenario}.toml"
+    spec = load_scenario(path)
     if steps is not None:
         spec = spec.with_run(num_steps=steps, num_episodes=None)
     model = build_world_model(build_world_model_config(spec), "cpu", backend="legacy")

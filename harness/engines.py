@@ -47,18 +47,23 @@ class Engine(Protocol):
     def apply(self, recorded: RecordedCall) -> Observation: ...
 
 
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def clone_call(call: Any) -> Any:
     """A deep copy of a call's inputs, so two engines never share a mutable array."""
-    changes = {}
-    for f in dataclasses.fields(call):
-        if not f.init:
-            continue
-        value = getattr(call, f.name)
+    names = _INIT_FIELDS.get(type(call))
+    if names is None:
+        names = _INIT_FIELDS[type(call)] = tuple(f.name for f in dataclasses.fields(call) if f.init)
+    values = {}
+    for name in names:
+        value = getattr(call, name)
         if isinstance(value, np.ndarray):
-            changes[f.name] = value.copy()
-        elif isinstance(call, WeightsCall) and f.name == "state":
-            changes[f.name] = {k: v.copy() for k, v in value.items()}
-    return dataclasses.replace(call, **changes)
+            value = value.copy()
+        elif isinstance(call, WeightsCall) and name == "state":
+            value = {k: v.copy() for k, v in value.items()}
+        values[name] = value
+    return type(call)(**values)
 
 
 class WorldModelEngine:

@@ -70,7 +70,6 @@ PHASES = (
 LAST_PHASE = PHASES[-1].number
 
 
-
 def rollback_steps(frm: int, to: int, signoff: str | None) -> list[str]:
     """The refactor guide's rollback plan (回滚计划) for a move from ``frm`` back to ``to``."""
     steps = [f"stop using the new code: serve with phase {to}'s world model "
@@ -268,6 +267,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     """``python -m harness rollout status | advance | rollback --reason TEXT``."""
     path = Path(args.record) if args.record else DEFAULT_RECORD
     record = load_record(path)
-    console = Console(highlight=False, soft_wrap=True)
+    from harness.commands import make_console
+    console = make_console()
+    console.soft_wrap = True  # message lines carry paths: never wrap them
     action = {"status": _status, "advance": _advance, "rollback": _rollback}[args.action]
     return action(args, record, path, console)

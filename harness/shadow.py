@@ -161,10 +161,10 @@ class ShadowWorldModel:
 
     def initial_inference(self, last_obs: Any, last_actions: Any, current_obs: Any,
                           start_pos: Any = None) -> InferenceOutput:
-        rows = np.asarray(_copy(current_obs)).shape[0]
+        current = _copy(current_obs, np.float32)
+        rows = current.shape[0] if current.ndim else 1
         call = RootCall(last_obs=_copy(last_obs, np.float32),
-                        last_actions=_copy(last_actions, np.int64),
-                        current_obs=_copy(current_obs, np.float32),
+                        last_actions=_copy(last_actions, np.int64), current_obs=current,
                         start_pos=_copy(np.zeros(rows) if start_pos is None else start_pos, np.int64))
         return self._run(call, lambda: self.control.initial_inference(
             last_obs, last_actions, current_obs, start_pos))
