@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = rollout_sub.choices["rollback"]
     rollback.add_argument("--reason", required=True, help="what went wrong")
     rollback.add_argument("--to", type=int, help="phase to return to (default: one back)")
+    merge = sub.add_parser("merge", help="combine shard JSON reports into one result")
+    merge.add_argument("reports", nargs="+", help="JSON reports written by compare --shard K/N")
+    merge.add_argument("-o", "--output", default="reports/compare.json", help="merged JSON report")
+    merge.add_argument("--markdown", metavar="PATH", help="also write a Markdown summary")
+    merge.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
     mutate = sub.add_parser("mutate", help="mutation self-test: faulty managers must all be caught")
     mutate.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
     mutate.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
@@ -132,7 +137,8 @@ def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     from harness import commands, gate, mutate, rollout
     return {"capture": commands.cmd_capture, "inspect": commands.cmd_inspect,
             "compare": commands.cmd_compare, "gate": gate.cmd_gate,
-            "rollout": rollout.cmd_rollout, "mutate": mutate.cmd_mutate}
+            "rollout": rollout.cmd_rollout, "mutate": mutate.cmd_mutate,
+            "merge": commands.cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tomllib
@@ -30,7 +31,7 @@ from harness.trace import TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
 from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
 
-__all__ = ["make_console", "cmd_capture", "cmd_inspect", "cmd_compare", "run_comparison", "shard_paths",
+__all__ = ["make_console", "cmd_merge", "merge_runs", "load_run", "cmd_capture", "cmd_inspect", "cmd_compare", "run_comparison", "shard_paths",
            "tolerance_policy", "DEFAULT_JSON"]
 
 DEFAULT_JSON = Path("reports") / "compare.json"
@@ -217,3 +218,47 @@ def cmd_compare(args: argparse.Namespace) -> int:
                             markdown_path=args.markdown, html_path=args.html, waiver_report=report)
     console.print("reports: " + ", ".join(str(p) for p in written))
     return run.exit_code
+
+
+def load_run(path: str) -> RunResult:
+    """Read a JSON compare report; one-line errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return RunResult.from_dict(data)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such report file") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not a JSON report ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{path}: not a kvmigrate compare report ({exc})") from None
+
+
+def merge_runs(runs: list[RunResult], sources: list[str]) -> RunResult:
+    """One RunResult from shard reports of the same comparison (same engines and tolerances)."""
+    first = runs[0]
+    for run, source in zip(runs[1:], sources[1:]):
+        for name in ("control_engine", "candidate_engine", "manager_spec", "tolerances"):
+            if getattr(run, name) != getattr(first, name):
+                raise UsageError(f"{source}: {name} {getattr(run, name)!r} differs from "
+                                 f"{sources[0]}'s {getattr(first, name)!r}; only shards of one "
+                                 f"comparison can be merged")
+    traces = sorted((trace for run in runs for trace in run.traces), key=lambda t: t.trace_path)
+    paths = [trace.trace_path for trace in traces]
+    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise UsageError(f"trace(s) {', '.join(duplicates)} appear in more than one report")
+    return RunResult(created_at=min(run.created_at for run in runs), control_engine=first.control_engine,
+                     candidate_engine=first.candidate_engine, manager_spec=first.manager_spec,
+                     tolerances=first.tolerances, traces=tuple(traces))
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    runs = [load_run(path) for path in args.reports]
+    merged = merge_runs(runs, list(args.reports))
+    console = make_console()
+    console.print(RunReport(merged))
+    written = write_reports(merged, json_path=Path(args.output), markdown_path=args.markdown,
+                            html_path=args.html)
+    console.print("reports: " + ", ".join(str(p) for p in written))
+    return merged.exit_code
