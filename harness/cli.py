@@ -24,9 +24,16 @@ DEFAULT_TRACE_DIR = Path(__file__).resolve().parents[1] / "scenarios" / "traces"
 TRACE_SUFFIX = ".kvtrace"
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (stable report names)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def expand_traces(items: Sequence[str]) -> list[str]:
     """Files as given, folders expanded to their ``*.kvtrace`` files (sorted); globs expanded."""
     paths: list[str] = []
+    items = [_relative(item) for item in items]
     for item in items:
         if os.path.isdir(item):
             paths.extend(sorted(str(p) for p in Path(item).glob(f"*{TRACE_SUFFIX}")))
