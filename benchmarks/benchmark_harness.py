@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -122,15 +121,26 @@ def long_trace(source: Path, num_calls: int) -> Path:
     return out
 
 
+_PROBE = """
+import sys
+from harness.cli import main
+code = main(sys.argv[1:])
+status = open("/proc/self/status").read()
+print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+sys.exit(code)
+"""
+
+
 def peak_rss_mib(trace: Path) -> float:
-    """Peak RSS of a fresh ``python -m harness compare`` process on ``trace``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "harness", "compare", str(trace), "--json",
-                    str(GENERATED / "memory_probe.json")], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    assert after >= before, "ru_maxrss of children must not decrease"
-    return after / 1024  # Linux reports KiB
+    """Peak RSS (VmHWM) of a fresh ``python -m harness compare`` process on ``trace``.
+
+    Read inside the child from /proc: ``ru_maxrss`` would also count the pages a forked child
+    shares with this (large) benchmark process before it execs.
+    """
+    done = subprocess.run([sys.executable, "-c", _PROBE, "compare", str(trace), "--json",
+                           str(GENERATED / "memory_probe.json")], cwd=REPO, check=True,
+                          capture_output=True, text=True)
+    return int(done.stdout.strip().splitlines()[-1]) / 1024  # kB -> MiB
 
 
 def measure_memory(long_calls: int) -> dict:
@@ -138,7 +148,6 @@ def measure_memory(long_calls: int) -> dict:
     tiny = ensure_trace(REPO / "benchmarks" / "scenarios" / "memory_tiny.toml",
                         GENERATED / "memory_tiny.kvtrace")
     short, long = long_trace(tiny, 1000), long_trace(tiny, long_calls)
-    # RUSAGE_CHILDREN keeps the max over all children: measure the short run first.
     short_mib = peak_rss_mib(short)
     long_mib = peak_rss_mib(long)
     return {"short_calls": 1000, "long_calls": long_calls, "short_peak_mib": short_mib,

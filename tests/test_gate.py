@@ -379,14 +379,18 @@ def test_phase_3_replays_against_the_golden_record(tmp_path, short_trace, no_wai
     assert json.loads((tmp_path / "signoff.json").read_text())["run"]["control_engine"] == "golden"
 
 
-def test_phase_3_is_blocked_by_the_projects_quirk_waiver(tmp_path, short_trace):
+def test_phase_3_is_blocked_by_any_active_waiver(tmp_path, short_trace, no_waivers):
     config = write_config(tmp_path / "gate.toml", phase=3, name='"switch"', control='"golden"',
                           max_active_waivers="0")
-    assert gate(tmp_path, "--phase", "3", "--config", str(config), str(short_trace)) == \
-        exit_codes.DIVERGENCE
+    assert gate(tmp_path, "--phase", "3", "--config", str(config), "--waivers", str(no_waivers),
+                str(short_trace)) == exit_codes.OK
+    waivers = tmp_path / "one_waiver.toml"
+    waivers.write_text('[[waiver]]\nid = "still-needed"\nreason = "r"\nexpires = 2999-01-01\n')
+    assert gate(tmp_path, "--phase", "3", "--config", str(config), "--waivers", str(waivers),
+                str(short_trace)) == exit_codes.DIVERGENCE
     results = json.loads((tmp_path / "signoff.json").read_text())["results"]
     active = next(r for r in results if r["name"] == "active waivers")
-    assert active["status"] == "fail" and "legacy-quirk-1-stale-reverse-map" in active["observed"]
+    assert active["status"] == "fail" and "still-needed" in active["observed"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -152,7 +152,8 @@ def test_tiny_recurrent_pool_evicts_on_the_second_simulation(report, trace):
     # num_simulations=2 slots: the first simulation's two stores fill it.
     call = caught_at(report, "TinyRecurrentPool")
     assert where(call) == (trace.indices("recurrent")[1], "recurrent", "decision")
-    assert "control evicted none, candidate evicted" in call.event_divergence.summary
+    assert call.event_divergence.summary.startswith(
+        "keys evicted by this call: control none; candidate recurrent 0x")
 
 
 def test_no_recurrent_fallback_diverges_at_the_first_recurrent_pool_hit(report, trace):
@@ -164,8 +165,9 @@ def test_no_recurrent_fallback_diverges_at_the_first_recurrent_pool_hit(report, 
 def test_lru_mutant_evicts_another_key_once_the_recurrent_pool_wraps(report):
     call = caught_at(report, "Lru")
     assert (call.call_kind, call.classification) == ("recurrent", "decision")
-    assert "control evicted 0x" in call.event_divergence.summary
-    assert "candidate evicted 0x" in call.event_divergence.summary
+    summary = call.event_divergence.summary
+    assert summary.startswith("keys evicted by this call: control recurrent 0x")
+    assert "; candidate recurrent 0x" in summary
 
 
 def test_no_recurrent_clear_mutant_evicts_a_stale_key_in_the_second_search(report, trace):

@@ -1,7 +1,13 @@
 """Decision comparison: the cache events of one call, candidate against control.
 
-Every event field is a decision except ``Store.slot``: where an entry lands is internal to a
-pool, so slot differences are reported as information (:func:`slot_differences`) and never fail.
+Every event field is a decision except ``Store.slot`` and ``Store.evicted``:
+
+* where an entry lands is internal to a pool, so slot differences are reported as information
+  (:func:`slot_differences`) and never fail;
+* evictions are compared per call and pool, as the multiset of keys the call evicted, not per
+  store: within one call every lookup comes before every store, so which of the call's stores
+  evicted a key cannot change any lookup; only the keys a call leaves evicted can. (Legacy's
+  stale reverse map attributes an eviction to an earlier store of the same call, spec quirk 1.)
 The cheap path compares tuples of decision fields; DeepDiff runs only when they differ, to give
 the structured diff that the one-line summary condenses.
 """
@@ -20,7 +26,7 @@ from unizero.events import CacheEvent, Clear, Lookup, Store, Trim, event_to_dict
 
 __all__ = ["INFO_FIELDS", "decision_fields", "compare_events", "slot_differences"]
 
-INFO_FIELDS: dict[type, tuple[str, ...]] = {Store: ("slot",)}
+INFO_FIELDS: dict[type, tuple[str, ...]] = {Store: ("slot", "evicted")}
 _KEY_FIELDS = frozenset({"key", "evicted"})
 
 
@@ -67,7 +73,7 @@ def compare_events(actual: Sequence[CacheEvent],
     actual_decisions = [_decision(event) for event in actual]
     expected_decisions = [_decision(event) for event in expected]
     if actual_decisions == expected_decisions:
-        return None
+        return _compare_evictions(actual, expected)
     first = next((index for index, (a, e) in enumerate(zip(actual_decisions, expected_decisions))
                   if a != e), min(len(actual), len(expected)))
     control = expected[first] if first < len(expected) else None
@@ -82,6 +88,30 @@ def compare_events(actual: Sequence[CacheEvent],
         deepdiff=json.loads(diff.to_json()),
         slot_differences=slot_differences(actual, expected),
     )
+
+
+def _evictions(events: Sequence[CacheEvent]) -> list[tuple[str, int]]:
+    return sorted((event.pool, event.evicted) for event in events
+                  if type(event) is Store and event.evicted is not None)
+
+
+def _compare_evictions(actual: Sequence[CacheEvent],
+                       expected: Sequence[CacheEvent]) -> EventDivergence | None:
+    """The keys each pool lost in this call, as multisets; None when they agree."""
+    actual_evicted, expected_evicted = _evictions(actual), _evictions(expected)
+    if actual_evicted == expected_evicted:
+        return None
+    def listing(items: list[tuple[str, int]]) -> str:
+        return ", ".join(f"{pool} {_format_key(key)}" for pool, key in items) or "none"
+    first = next((index for index, (a, e) in enumerate(zip(actual, expected))
+                  if type(a) is Store and type(e) is Store and a.evicted != e.evicted), 0)
+    diff = DeepDiff([list(item) for item in expected_evicted],
+                    [list(item) for item in actual_evicted], verbose_level=2)
+    return EventDivergence(
+        summary=f"keys evicted by this call: control {listing(expected_evicted)}; "
+                f"candidate {listing(actual_evicted)}",
+        first_index=first, num_control_events=len(expected), num_candidate_events=len(actual),
+        deepdiff=json.loads(diff.to_json()), slot_differences=slot_differences(actual, expected))
 
 
 def slot_differences(actual: Sequence[CacheEvent],
