@@ -123,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = rollout_sub.choices["rollback"]
     rollback.add_argument("--reason", required=True, help="what went wrong")
     rollback.add_argument("--to", type=int, help="phase to return to (default: one back)")
+    live = sub.add_parser("live", help="run a scenario live with the refactored cache beside legacy "
+                                       "(phase 1 shadow / phase 2 validate)")
+    live.add_argument("scenario", help="scenario TOML file")
+    live.add_argument("--mode", choices=("shadow", "validate"), default="shadow")
+    live.add_argument("--overhead-budget", type=float, default=None,
+                      help="shadow: switch the candidate off past this overhead ratio")
+    live.add_argument("--manager", help="package.module:Class replacing the refactored KVCacheManager")
+    live.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
+    live.add_argument("--steps", type=int, help="override the scenario's step count")
+    live.add_argument("--device", default="cpu")
+    live.add_argument("--json", default="reports/live.json", help="JSON report path")
     merge = sub.add_parser("merge", help="combine shard JSON reports into one result")
     merge.add_argument("reports", nargs="+", help="JSON reports written by compare --shard K/N")
     merge.add_argument("-o", "--output", default="reports/compare.json", help="merged JSON report")
@@ -145,7 +156,7 @@ def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     return {"capture": commands.cmd_capture, "inspect": commands.cmd_inspect,
             "compare": commands.cmd_compare, "gate": gate.cmd_gate,
             "rollout": rollout.cmd_rollout, "mutate": mutate.cmd_mutate,
-            "merge": commands.cmd_merge}
+            "merge": commands.cmd_merge, "live": commands.cmd_live}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -262,3 +262,38 @@ def cmd_merge(args: argparse.Namespace) -> int:
                             html_path=args.html)
     console.print("reports: " + ", ".join(str(p) for p in written))
     return merged.exit_code
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    """Run a scenario live through ShadowWorldModel (phase 1 shadow / phase 2 validate)."""
+    from harness.engines import build_engine
+    from harness.shadow import DivergenceError, ShadowWorldModel
+    scenario = load_scenario(args.scenario)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError(f"--steps: expected a positive integer, got {args.steps}")
+        scenario = scenario.with_run(num_steps=args.steps, num_episodes=None)
+    config = build_world_model_config(scenario)
+    control = build_world_model(config, args.device, backend="legacy")
+    candidate = build_engine("refactored", config, device=args.device, manager=args.manager).model
+    budget = args.overhead_budget if args.mode == "shadow" else None
+    shadow = ShadowWorldModel(control, candidate, mode=args.mode, overhead_budget=budget,
+                              judge=load_waivers(args.waivers).judge, label=f"live:{scenario.name}")
+    console = make_console()
+    try:
+        summary = run_scenario(scenario, shadow)
+    except DivergenceError as exc:
+        console.print(f"validate: the refactored cache diverged from legacy at call "
+                      f"{exc.comparison.call_index}:")
+        console.print(str(exc), markup=False, highlight=False)
+        return exit_codes.DIVERGENCE
+    run = shadow.run_result()
+    console.print(RunReport(run))
+    written = write_reports(run, json_path=Path(args.json))
+    console.print("reports: " + ", ".join(str(p) for p in written))
+    stats = shadow.stats()
+    overhead = "-" if stats.overhead is None else f"{stats.overhead:.2f}x"
+    console.print(f"live {args.mode}: {summary.num_steps} steps, {stats.num_calls} calls, "
+                  f"{stats.num_compared} compared; shadow overhead {overhead} of the control's time"
+                  + (f"; candidate switched off: {stats.disabled_reason}" if stats.disabled_reason else ""))
+    return run.exit_code
