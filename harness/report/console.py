@@ -38,12 +38,17 @@ def engine_total(trace: TraceResult, engine: str) -> float:
     return sum(t.total_s for t in trace.timings if t.engine == engine)
 
 
-def _hit_rates(trace: TraceResult, engine: str) -> str:
-    parts = []
+def _short(trace_path: str) -> str:
+    """A trace's name without folder and the .kvtrace suffix, for narrow tables."""
+    name = Path(trace_path).name
+    return name[: -len(".kvtrace")] if name.endswith(".kvtrace") else name
+
+
+def _hit_rate(trace: TraceResult, engine: str, pool: str) -> str:
     for stats in trace.pool_stats:
-        if stats.engine == engine and stats.hit_rate is not None:
-            parts.append(f"{stats.pool[:5]} {stats.hit_rate:.0%}")
-    return ", ".join(parts) or "-"
+        if stats.engine == engine and stats.pool == pool and stats.hit_rate is not None:
+            return f"{stats.hit_rate:.0%}"
+    return "-"
 
 
 class DivergencePanel:
@@ -115,8 +120,9 @@ class RunReport:
         table = Table(title=f"kvmigrate compare: control {control} vs candidate {candidate}"
                             + (f" (manager {run.manager_spec})" if run.manager_spec else ""),
                       title_justify="left")
-        for column in ("trace", "calls", "tensors", "unwaived", "waived", "first",
-                       "hit rate ctl | cand", "time ms ctl | cand", "ratio"):
+        table.add_column("trace", no_wrap=True)
+        for column in ("calls", "tensors", "unwaived", "waived", "first", "root hit\nctl|cand",
+                       "recur hit\nctl|cand", "ms\nctl|cand", "ratio"):
             table.add_column(column, overflow="fold")
         for trace in run.traces:
             t_control = engine_total(trace, control)
@@ -124,11 +130,12 @@ class RunReport:
             ratio = f"{t_control / t_candidate:.2f}x" if t_candidate > 0 and t_control > 0 else "-"
             first = trace.first_unwaived or trace.first_divergence
             waived = sum(call.waived for call in trace.divergences)
-            table.add_row(Path(trace.trace_path).name, str(trace.num_calls),
+            table.add_row(_short(trace.trace_path), str(trace.num_calls),
                           str(trace.num_tensors_compared), str(trace.num_unwaived_calls), str(waived),
                           "-" if first is None else str(first.call_index),
-                          f"{_hit_rates(trace, control)} | {_hit_rates(trace, candidate)}",
-                          f"{t_control * 1e3:.1f} | {t_candidate * 1e3:.1f}", ratio)
+                          *(f"{_hit_rate(trace, control, pool)}|{_hit_rate(trace, candidate, pool)}"
+                            for pool in ("root", "recurrent")),
+                          f"{t_control * 1e3:.0f}|{t_candidate * 1e3:.0f}", ratio)
         return table
 
     def _timings(self) -> Table:
@@ -147,7 +154,7 @@ class RunReport:
                     continue
                 ratio = (f"{control.median_s / candidate.median_s:.2f}x"
                          if candidate.median_s > 0 and control.median_s > 0 else "-")
-                table.add_row(Path(trace.trace_path).name, kind, str(control.num_calls),
+                table.add_row(_short(trace.trace_path), kind, str(control.num_calls),
                               f"{fmt_ms(control.median_s)} / {fmt_ms(control.p95_s)}",
                               f"{fmt_ms(candidate.median_s)} / {fmt_ms(candidate.p95_s)}", ratio)
         return table
