@@ -23,7 +23,7 @@ from unizero.events import POOL_RECURRENT, POOL_ROOT, Clear, Lookup, Store, Trim
 from unizero.hashing import hash_state
 from unizero.imagine import forward_action_then_obs, forward_fresh_context, forward_root_first_step
 from unizero.kv_cache import KeysValues
-from unizero.world_model import BaseWorldModel, InferenceOutput, InputError
+from unizero.world_model import BaseWorldModel, InferenceOutput
 
 __all__ = ["LegacyWorldModel"]
 
@@ -105,24 +105,16 @@ class LegacyWorldModel(BaseWorldModel):
     @torch.no_grad()
     def initial_inference(self, last_obs: Any, last_actions: Any, current_obs: Any,
                           start_pos: Any = None) -> InferenceOutput:
-        current = self._obs_tensor(current_obs, "current_obs", self.env_num)
-        batch = current.shape[0]
-        actions = self._action_array(last_actions, "last_actions", batch, allow_first=True)
-        start = self._start_positions(start_pos, batch)
+        current, actions, start, last = self._root_inputs(last_obs, last_actions, current_obs,
+                                                          start_pos)
         current_obs_embeddings = self.net.encode(current)  # [B, D]
         self.latent_state = current_obs_embeddings
-        if int(actions.max()) == -1:
+        if last is None:
             out = self._root_first_step(current_obs_embeddings)
         else:
-            last = self._obs_tensor(last_obs, "last_obs", self.env_num)
-            if last.shape[0] < batch:
-                raise InputError(f"last_obs: expected at least {batch} rows (one per current obs), "
-                                 f"got {last.shape[0]}")
-            if int(actions[:batch].min()) < 0:
-                raise InputError(f"last_actions: a batch mixing first steps (-1) and real actions "
-                                 f"cannot be embedded, got {actions.tolist()}")
+            # batch_action[:B], start_pos[:B]: the first B entries by position (quirk 9).
             out = self._root_continuing_step(self.net.encode(last), current_obs_embeddings,
-                                             actions[:batch], start[:batch])
+                                             actions, start)
         self.past_kv_cache_recurrent_infer.clear()
         if self.events.recording:
             self.events.emit(Clear(scope="recurrent", reason="after_root"))

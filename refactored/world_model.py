@@ -27,7 +27,7 @@ from unizero.config import WorldModelConfig
 from unizero.events import POOL_RECURRENT, POOL_ROOT, Clear, Lookup, Store, Trim
 from unizero.imagine import forward_action_then_obs, forward_fresh_context, forward_root_first_step
 from unizero.kv_cache import KeysValues
-from unizero.world_model import BaseWorldModel, InferenceOutput, InputError
+from unizero.world_model import BaseWorldModel, InferenceOutput
 
 __all__ = ["RefactoredWorldModel"]
 
@@ -77,22 +77,13 @@ class RefactoredWorldModel(BaseWorldModel):
     @torch.no_grad()
     def initial_inference(self, last_obs: Any, last_actions: Any, current_obs: Any,
                           start_pos: Any = None) -> InferenceOutput:
-        current = self._obs_tensor(current_obs, "current_obs", self.env_num)
+        current, actions, _, last = self._root_inputs(last_obs, last_actions, current_obs, start_pos)
         batch = current.shape[0]
-        actions = self._action_array(last_actions, "last_actions", batch, allow_first=True)
-        self._start_positions(start_pos, batch)
         current_emb = self.net.encode(current)  # [B, D]
-        if int(actions.max()) == -1:
+        if last is None:
             batch_cache = self._assemble([], [], batch)
             out = forward_root_first_step(self.net, batch_cache, current_emb)
         else:
-            last = self._obs_tensor(last_obs, "last_obs", self.env_num)
-            if last.shape[0] < batch:
-                raise InputError(f"last_obs: expected at least {batch} rows (one per current obs), "
-                                 f"got {last.shape[0]}")
-            if int(actions[:batch].min()) < 0:
-                raise InputError(f"last_actions: a batch mixing first steps (-1) and real actions "
-                                 f"cannot be embedded, got {actions.tolist()}")
             last_emb = self.net.encode(last)
             contexts, sizes = [], []
             for i in range(batch):
@@ -102,7 +93,7 @@ class RefactoredWorldModel(BaseWorldModel):
                                       last_emb[i], contexts, sizes, path="root")
             batch_cache = self._assemble(contexts, sizes, batch)
             positions = np.full((batch, 1), batch_cache.size, dtype=np.int64)
-            out = forward_action_then_obs(self.net, batch_cache, actions[:batch], positions, current_emb)
+            out = forward_action_then_obs(self.net, batch_cache, actions, positions, current_emb)
         self._store_all(current_emb, batch_cache, is_root=True, sizes_current=None)
         self.kv_cache_manager.clear_recur_cache()
         if self.events.recording:

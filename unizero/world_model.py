@@ -183,6 +183,29 @@ class BaseWorldModel(nn.Module, abc.ABC):
                              f"{bound}, got {list(latent_state.shape)}")
         return arr
 
+    def _root_inputs(self, last_obs: Any, last_actions: Any, current_obs: Any,
+                     start_pos: Any) -> tuple[torch.Tensor, np.ndarray, np.ndarray, torch.Tensor | None]:
+        """Validated root-call inputs: ``(current [B, obs], actions [B], start [B], last)``.
+
+        ``last`` (the previous observations) is None on a first step, when every previous
+        action is -1; a batch mixing -1 with real actions is rejected (legacy would index the
+        action table with -1, spec quirk 10).
+        """
+        current = self._obs_tensor(current_obs, "current_obs", self.env_num)
+        batch = current.shape[0]
+        actions = self._action_array(last_actions, "last_actions", batch, allow_first=True)
+        start = self._start_positions(start_pos, batch)
+        if int(actions.max()) == -1:
+            return current, actions, start, None
+        last = self._obs_tensor(last_obs, "last_obs", self.env_num)
+        if last.shape[0] < batch:
+            raise InputError(f"last_obs: expected at least {batch} rows (one per current obs), "
+                             f"got {last.shape[0]}")
+        if int(actions[:batch].min()) < 0:
+            raise InputError(f"last_actions: a batch mixing first steps (-1) and real actions "
+                             f"cannot be embedded, got {actions.tolist()}")
+        return current, actions[:batch], start[:batch], last
+
     def _start_positions(self, start_pos: Any, rows: int) -> np.ndarray:
         """Start positions only matter with RoPE (absent here); validated, passed through.
 
