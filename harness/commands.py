@@ -26,7 +26,7 @@ from harness.replay import ReplayOptions, candidate_name, replay_trace
 from harness.report.console import RunReport
 from harness.report.files import write_reports
 from harness.results import RunResult, TraceResult
-from harness.scenario import build_world_model_config, load_scenario, run_scenario
+from harness.scenario import Scenario, build_world_model_config, load_scenario, run_scenario
 from harness.trace import TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
 from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
@@ -50,15 +50,21 @@ def _progress(console: Console) -> Progress:
                     disable=not console.is_terminal)
 
 
-def cmd_capture(args: argparse.Namespace) -> int:
-    if args.engine not in WORLD_MODEL_BACKENDS and ":" not in args.engine:
-        raise UsageError(f"--engine {args.engine!r}: expected one of "
-                         f"{', '.join(WORLD_MODEL_BACKENDS)} or 'package.module:Attr'")
+def _load_scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario file named on the command line, with ``--steps`` applied."""
     scenario = load_scenario(args.scenario)
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError(f"--steps: expected a positive integer, got {args.steps}")
         scenario = scenario.with_run(num_steps=args.steps, num_episodes=None)
+    return scenario
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    if args.engine not in WORLD_MODEL_BACKENDS and ":" not in args.engine:
+        raise UsageError(f"--engine {args.engine!r}: expected one of "
+                         f"{', '.join(WORLD_MODEL_BACKENDS)} or 'package.module:Attr'")
+    scenario = _load_scenario(args)
     config = build_world_model_config(scenario)
     model = build_world_model(config, args.device, backend=args.engine)
     header = make_header(model, engine=args.engine,
@@ -268,11 +274,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     """Run a scenario live through ShadowWorldModel (phase 1 shadow / phase 2 validate)."""
     from harness.engines import build_engine
     from harness.shadow import DivergenceError, ShadowWorldModel
-    scenario = load_scenario(args.scenario)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise UsageError(f"--steps: expected a positive integer, got {args.steps}")
-        scenario = scenario.with_run(num_steps=args.steps, num_episodes=None)
+    scenario = _load_scenario(args)
     config = build_world_model_config(scenario)
     control = build_world_model(config, args.device, backend="legacy")
     candidate = build_engine("refactored", config, device=args.device, manager=args.manager).model

@@ -168,10 +168,8 @@ class LegacyWorldModel(BaseWorldModel):
     def recurrent_inference(self, latent_state: np.ndarray, actions: Any,
                             simulation_index: int = 0, search_depth: Sequence[int] | None = None,
                             start_pos: Any = None) -> InferenceOutput:
-        latent = self._latent_array(latent_state)
+        latent, batch_action, start = self._recurrent_inputs(latent_state, actions, start_pos)
         batch = latent.shape[0]
-        batch_action = self._action_array(actions, "actions", batch, allow_first=False)[:batch]
-        start = self._start_positions(start_pos, batch)
         self.keys_values_wm_list = []
         self.keys_values_wm_size_list = []
         self.retrieve_or_generate_kvcache(latent, batch, simulation_index, start)

@@ -106,10 +106,8 @@ class RefactoredWorldModel(BaseWorldModel):
     def recurrent_inference(self, latent_state: np.ndarray, actions: Any,
                             simulation_index: int = 0, search_depth: Sequence[int] | None = None,
                             start_pos: Any = None) -> InferenceOutput:
-        latent = self._latent_array(latent_state)
+        latent, batch_action, _ = self._recurrent_inputs(latent_state, actions, start_pos)
         batch = latent.shape[0]
-        batch_action = self._action_array(actions, "actions", batch, allow_first=False)[:batch]
-        self._start_positions(start_pos, batch)
         if batch > len(self._fresh):
             self._allocate_buffers(batch)
         contexts, sizes = [], []

@@ -206,6 +206,14 @@ class BaseWorldModel(nn.Module, abc.ABC):
                              f"cannot be embedded, got {actions.tolist()}")
         return current, actions[:batch], start[:batch], last
 
+    def _recurrent_inputs(self, latent_state: Any, actions: Any,
+                          start_pos: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validated recurrent-call inputs: ``(latent [B, D] float32, actions [B], start)``."""
+        latent = self._latent_array(latent_state)
+        batch = latent.shape[0]
+        batch_action = self._action_array(actions, "actions", batch, allow_first=False)[:batch]
+        return latent, batch_action, self._start_positions(start_pos, batch)
+
     def _start_positions(self, start_pos: Any, rows: int) -> np.ndarray:
         """Start positions only matter with RoPE (absent here); validated, passed through.
 
