@@ -25,7 +25,8 @@ from harness.trace import TraceError, open_trace
 from unizero.config import WorldModelConfig
 from unizero.events import Clear, Lookup, Store, Trim
 
-__all__ = ["ReplayOptions", "replay_trace", "candidate_name", "file_digest", "coverage_of", "COVERAGE_PATHS"]
+__all__ = ["ReplayOptions", "replay_trace", "candidate_name", "file_digest", "coverage_of",
+           "lookup_counts", "COVERAGE_PATHS"]
 
 COVERAGE_PATHS = ("root_first_step", "root_continuing", "hit_root_pool", "hit_recurrent_pool",
                   "miss", "forced_miss", "eviction", "trim", "clear_after_root", "clear_periodic",
@@ -77,6 +78,16 @@ def coverage_of(recorded: RecordedCall, observation: Observation, counts: Counte
             counts["trim"] += 1
         elif isinstance(event, Clear):
             counts[f"clear_{event.reason}"] += 1
+
+
+def lookup_counts(events: Iterable) -> tuple[int, int]:
+    """``(hits, lookups)`` over one call's events; a forced miss is a lookup without a hit."""
+    hits = lookups = 0
+    for event in events:
+        if isinstance(event, Lookup):
+            lookups += 1
+            hits += event.hit
+    return hits, lookups
 
 
 class _PoolCounter:
@@ -193,6 +204,7 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
         kept: list[CallComparison] = []
         num_unwaived = num_compared = num_slots = num_calls = 0
         max_errors: list[float] = []
+        decisions: list[tuple[int, int, int, int]] = []
         for record in reader:
             recorded = call_from_record(record.index, record.kind, record.meta, record.arrays, where=path)
             pair = (control, candidate) if record.index % 2 == 0 else (candidate, control)
@@ -208,6 +220,8 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
                                                     options.policy, noise)
             num_compared += compared
             max_errors.append(max_err)
+            decisions.append(lookup_counts(obs_control.events)
+                             + lookup_counts(obs_candidate.events))
             num_calls += 1
             if found is not None:
                 found = judge(found) if judge else found
@@ -222,7 +236,8 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
                        timings=_timings(samples), pool_stats=pools.result(),
                        self_check=options.self_check, noise_floor=noise.max_abs_diff,
                        num_slot_differences=num_slots, num_unwaived_calls=num_unwaived,
-                       coverage=dict(coverage), notes=notes, max_errors=tuple(max_errors))
+                       coverage=dict(coverage), notes=notes, max_errors=tuple(max_errors),
+                       decisions=tuple(decisions))
 
 
 def rejudge(result: TraceResult, judge: Judge) -> TraceResult:

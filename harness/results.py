@@ -331,6 +331,14 @@ class PoolStats:
                    num_evictions=_get(data, "num_evictions", name))
 
 
+def _decision_counts(item: list[int], index: int) -> tuple[int, int, int, int]:
+    if len(item) != 4:
+        raise ValueError(f"TraceResult decisions[{index}]: expected [control_hits, "
+                         f"control_lookups, candidate_hits, candidate_lookups], got {item!r}")
+    control_hits, control_lookups, candidate_hits, candidate_lookups = item
+    return control_hits, control_lookups, candidate_hits, candidate_lookups
+
+
 @dataclass(frozen=True, slots=True)
 class TraceResult:
     """The comparison of one trace.
@@ -351,6 +359,10 @@ class TraceResult:
         coverage: how often each cache path was exercised (counted on the control's events).
         notes: one-line remarks (a truncated trace, a tolerance below the noise floor, ...).
         max_errors: per call, the largest abs error seen on any compared tensor (for plots).
+        decisions: per call, ``(control_hits, control_lookups, candidate_hits,
+            candidate_lookups)`` counted from each engine's lookup events (a forced miss is a
+            lookup without a hit; a call without lookups gives zeros), for the decision
+            timeline; empty when not recorded (live runs, results from before the field).
     """
 
     trace_path: str
@@ -367,6 +379,7 @@ class TraceResult:
     coverage: Mapping[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     max_errors: tuple[float, ...] = ()
+    decisions: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         indices = [call.call_index for call in self.divergences]
@@ -407,7 +420,8 @@ class TraceResult:
                 "num_slot_differences": self.num_slot_differences,
                 "num_unwaived_calls": self.num_unwaived_calls,
                 "coverage": dict(self.coverage), "notes": list(self.notes),
-                "max_errors": list(self.max_errors)}
+                "max_errors": list(self.max_errors),
+                "decisions": [list(counts) for counts in self.decisions]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceResult:
@@ -427,7 +441,9 @@ class TraceResult:
                    num_slot_differences=_get(data, "num_slot_differences", name),
                    num_unwaived_calls=data.get("num_unwaived_calls", 0),
                    coverage=dict(data.get("coverage", {})), notes=tuple(data.get("notes", ())),
-                   max_errors=tuple(data.get("max_errors", ())))
+                   max_errors=tuple(data.get("max_errors", ())),
+                   decisions=tuple(_decision_counts(item, index)
+                                   for index, item in enumerate(data.get("decisions", ()))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from html.parser import HTMLParser
 
 from harness.compare import compare_events
+from harness.report import svg
 from harness.report.html import max_table_calls, render_html
 from harness.report.markdown import decision_diff_lines, engine_roles, render_markdown
 from harness.results import (CallComparison, EngineTiming, PoolStats, RunResult,
@@ -17,7 +18,7 @@ from unizero.events import Lookup, Store
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 KEY_A = 0x1A2B3C4D5E6F7788
 KEY_B = 0xFEDCBA9876543210
-PLOT_TITLES = {"Per-call max error", "Diverging calls by class over the trace",
+PLOT_TITLES = {"Per-call max error", "Cache decisions per call per engine",
                "Latency per call kind per engine", "Hit rate per pool per engine"}
 EVIL = "<script>alert(1)</script>"
 
@@ -54,12 +55,15 @@ def diverging_trace(path: str = "runs/a|b.kvtrace", num_calls: int = 10) -> Trac
     )
     max_errors = [0.0] * num_calls
     max_errors[1], max_errors[3], max_errors[5] = 0.5, 0.5, 1e-7
+    # Call 0 a first root step; call 3 hit in the control, missed one of two in the candidate.
+    decisions = [(0, 0, 0, 0)] + [(2, 2, 2, 2)] * (num_calls - 1)
+    decisions[3], decisions[4] = (2, 2, 1, 2), (0, 1, 0, 1)
     return TraceResult(
         trace_path=path, trace_digest="sha256:00", num_calls=num_calls,
         num_tensors_compared=4 * num_calls, divergences=calls, timings=timings(),
         pool_stats=pool_stats(), num_unwaived_calls=2,
         coverage={"hit_recurrent_pool": 6, "miss": 2, "trim": 4}, notes=("tail truncated",),
-        max_errors=tuple(max_errors))
+        max_errors=tuple(max_errors), decisions=tuple(decisions))
 
 
 def timings(candidate: str = "refactored") -> tuple[EngineTiming, ...]:
@@ -282,6 +286,60 @@ def test_html_lists_at_most_max_table_calls_divergences():
     page = render_html(make_run(trace))
     assert page.count("<details") == max_table_calls
     assert "5 more diverging call(s) are not listed here" in page
+
+
+def timeline_of(page: str, dom_id: str = "t1") -> str:
+    start = page.index(f'id="{dom_id}-timeline"')
+    return page[start:page.index("</svg>", start)]
+
+
+def test_html_draws_one_decision_bar_per_call_and_engine_with_its_outcome():
+    timeline = timeline_of(render_html(make_run(diverging_trace())))
+    bars = re.findall(r'class="(d-\w+)"><title>call (\d+), (\w+) \((\w+)\): ([^<]*)</title>',
+                      timeline)
+    assert len(bars) == 2 * 10
+    control = {int(call): (css, text) for css, call, role, _, text in bars if role == "control"}
+    candidate = {int(call): (css, text) for css, call, role, engine, text in bars
+                 if role == "candidate" and engine == "refactored"}
+    assert control[0] == candidate[0] == ("d-none", "no lookup")
+    assert control[3] == ("d-hit", "2 of 2 lookups hit")
+    assert candidate[3] == ("d-some", "1 of 2 lookups hit")
+    assert control[4] == candidate[4] == ("d-miss", "0 of 1 lookups hit")
+    assert "94.1% of 17 lookups hit" in timeline and "88.2% of 17 lookups hit" in timeline
+    assert timeline.count('class="c-unwaived"') == 2 and timeline.count('class="c-waived"') == 1
+    assert "some lookups missed" in timeline  # the legend
+    page = render_html(make_run(diverging_trace()))
+    assert "The engines&#x27; hit/lookup counts differ on 1 of 10 calls" in page
+    assert "Diverging calls by class (each mark&#x27;s tooltip names its class): tensor 1, " \
+        "both 1, error 1." in page
+
+
+def test_html_timeline_without_decisions_draws_the_diverging_calls_only():
+    trace = replace(diverging_trace(), decisions=())
+    page = render_html(make_run(trace))
+    parse(page)
+    timeline = timeline_of(page)
+    assert not re.search(r'class="d-\w+"><title>', timeline)  # the legend's bars only
+    assert timeline.count("not recorded") == 2
+    assert timeline.count('class="c-unwaived"') == 2
+    assert "This result holds no per-call decision counts" in page
+
+
+def test_html_timeline_buckets_50k_calls_into_columns_showing_the_worst_outcome():
+    num_calls = 50_000
+    # Worst case for the size: every column's worst outcome differs from its neighbours'.
+    cycle = ((0, 0, 0, 0), (2, 2, 2, 2), (1, 2, 1, 2), (0, 3, 0, 3))
+    decisions = tuple(cycle[(i * svg.TIMELINE_COLUMNS // num_calls) % 4] for i in range(num_calls))
+    trace = replace(clean_trace("big", num_calls=num_calls), decisions=decisions)
+    page = render_html(make_run(trace))
+    parse(page)
+    timeline = timeline_of(page)
+    assert len(timeline) < 1_000_000
+    bars = re.findall(r'<rect [^>]*class="d-(\w+)"><title>calls (\d+)-(\d+), control', timeline)
+    assert len(bars) <= svg.TIMELINE_COLUMNS
+    assert int(bars[0][1]) == 0 and int(bars[-1][2]) == num_calls - 1
+    assert [outcome for outcome, _, _ in bars[:4]] == ["none", "hit", "some", "miss"]
+    assert "shows the worst outcome among them" in page
 
 
 def test_html_says_when_every_error_is_zero():

@@ -2,8 +2,9 @@
 
 The page opens offline: nothing is fetched (no JS, CSS, fonts or images from elsewhere). It holds
 the verdict and run metadata, then per trace its numbers, four plots drawn by
-:mod:`harness.report.svg` (per-call max error; diverging-call timeline with the coverage counts;
-latency per call kind per engine; hit rate per pool per engine), the timing and pool tables, and
+:mod:`harness.report.svg` (per-call max error; per-engine cache-decision timeline with the
+diverging calls, and the coverage counts; latency per call kind per engine; hit rate per pool per
+engine), the timing and pool tables, and
 the diverging calls with expandable tensor tables and decision diffs; then waivers and notes.
 Every piece of text from the run is escaped. The facts and their wording are shared with the
 Markdown form (:mod:`harness.report.markdown`).
@@ -11,6 +12,7 @@ Markdown form (:mod:`harness.report.markdown`).
 
 from __future__ import annotations
 
+from collections import Counter
 from html import escape
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -189,30 +191,97 @@ def _error_figure(trace: TraceResult, dom_id: str) -> str:
     return _figure(plot, f"<b>Plot 1. Per-call max error.</b> {_e(text)}{key}")
 
 
-def _timeline_figure(trace: TraceResult, dom_id: str) -> str:
-    marks, notes = [], []
-    for row, name in enumerate(_CLASSES):
-        calls = [call for call in trace.divergences if call.classification == name]
-        marks += [_mark_for(call, row, with_error=False) for call in calls]
-        waived = sum(call.waived for call in calls)
-        notes.append(f"{len(calls) - waived} unwaived, {waived} waived" if calls else "none")
-    num_calls = max([trace.num_calls] + [call.call_index + 1 for call in trace.divergences])
-    plot = svg.timeline_plot(num_calls, _CLASSES, marks, notes,
-                             title="Diverging calls by class over the trace",
-                             description=f"Calls of {trace.trace_path} whose decisions, tensors, "
-                                         f"both, or engine errors diverged, by call index.",
-                             dom_id=f"{dom_id}-timeline")
-    text = ("The result stores the diverging calls, not every call's cache events, so this "
-            "timeline shows where the two engines' cache decisions (decision), output tensors "
-            "(tensor), both, or raised errors (error) diverged.")
+# Call outcomes of one engine, least to most severe: a bucket of calls shows its worst.
+_OUTCOMES = (("d-none", "no lookup"), ("d-hit", "all lookups hit"),
+             ("d-some", "some lookups missed"), ("d-miss", "all lookups missed"))
+_OUTCOME_SHAPES = ("a stub", "a short bar", "a taller bar", "a full-height bar")
+
+
+def _outcome(hits: int, lookups: int) -> int:
+    """Index into ``_OUTCOMES`` of one call's ``hits`` out of ``lookups``."""
+    if lookups == 0:
+        return 0
+    return 1 if hits == lookups else 2 if hits else 3
+
+
+def _decision_lane(role: str, engine: str, counts: list[tuple[int, int]]) -> svg.Lane:
+    """The timeline lane of one engine from its per-call ``(hits, lookups)``."""
+    levels = [_outcome(hits, lookups) for hits, lookups in counts]
+
+    def describe(start: int, stop: int) -> str:
+        if stop - start == 1:
+            hits, lookups = counts[start]
+            found = f"{hits} of {lookups} lookups hit" if lookups else "no lookup"
+            return f"call {start}, {role} ({engine}): {found}"
+        tally = [0] * len(_OUTCOMES)
+        for level in levels[start:stop]:
+            tally[level] += 1
+        parts = [f"{n} {text}" for n, (_, text) in zip(tally, _OUTCOMES) if n]
+        return (f"calls {start}-{stop - 1}, {role} ({engine}): worst "
+                f"{_OUTCOMES[max(levels[start:stop])][1]}; {', '.join(reversed(parts))}")
+
+    hits, lookups = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    note = f"{hits / lookups:.1%} of {lookups} lookups hit" if lookups else "no lookup"
+    return svg.Lane(role, note if counts else "-", levels, describe)
+
+
+def _decision_text(trace: TraceResult, num_calls: int) -> str:
+    decisions = trace.decisions
+    if not num_calls:
+        return "No call was replayed."
+    if not decisions:
+        return ("This result holds no per-call decision counts (a live run, or a result written "
+                "before they were recorded), so only the diverging calls are drawn.")
+    keys = ", ".join(f"{text} ({shape})" for shape, (_, text) in zip(_OUTCOME_SHAPES, _OUTCOMES))
+    differ = sum(c[:2] != c[2:] for c in decisions)
+    text = (f"One thin bar per call and engine, its height (and colour) giving the outcome of "
+            f"the call's cache lookups, counted from the engine's lookup events: {keys}. A "
+            f"lookup hits when any pool serves it; a forced miss is a miss. Calls without a "
+            f"lookup are first root steps, clears, weight loads and reanalysis switches. The "
+            f"engines' hit/lookup counts differ on {differ} of {len(decisions)} calls; a "
+            f"decision divergence with equal counts (another eviction, say) shows in the "
+            f"bottom row only.")
+    if num_calls > svg.TIMELINE_COLUMNS:
+        text += (f" The {num_calls} calls are more than the {svg.TIMELINE_COLUMNS} columns, so "
+                 f"each column covers about {num_calls / svg.TIMELINE_COLUMNS:.0f} calls and "
+                 f"shows the worst outcome among them (all missed, then some missed, then all "
+                 f"hit, then no lookup): a column drawn as a miss may hold hits too; its tooltip "
+                 f"gives the counts.")
+    return text
+
+
+def _timeline_figure(run: RunResult, trace: TraceResult, dom_id: str) -> str:
+    control, candidate = engine_roles(run, trace)
+    lanes = [_decision_lane("control", control, [c[:2] for c in trace.decisions]),
+             _decision_lane("candidate", candidate, [c[2:] for c in trace.decisions])]
+    marks = [_mark_for(call, 0, with_error=False) for call in trace.divergences]
+    waived = sum(call.waived for call in trace.divergences)
+    note = f"{num_unwaived(trace)} unwaived, {waived} waived" if marks else "none"
+    num_calls = max([trace.num_calls, len(trace.decisions)]
+                    + [call.call_index + 1 for call in trace.divergences])
+    plot = svg.level_timeline(
+        num_calls, lanes, _OUTCOMES, marks, "diverging", note,
+        title="Cache decisions per call per engine",
+        description=f"For each of {num_calls} calls of {trace.trace_path}: whether the "
+                    f"control's and the candidate's cache lookups all hit, partly missed, all "
+                    f"missed or did not happen; below, the calls that diverged.",
+        dom_id=f"{dom_id}-timeline")
+    text = _decision_text(trace, num_calls)
+    by_class = Counter(call.classification for call in trace.divergences)
+    if trace.divergences:
+        text += (" Diverging calls by class (each mark's tooltip names its class): "
+                 + ", ".join(f"{name} {by_class[name]}" for name in _CLASSES if by_class[name])
+                 + ".")
+    else:
+        text += " No call diverged."
     dropped = num_unwaived(trace) - len(trace.unwaived)
     if dropped > 0:
-        text += f" {dropped} further unwaived diverging call(s) were not kept in the result."
-    if not trace.divergences:
-        text += " No call diverged."
+        text += (f" {dropped} further unwaived diverging call(s) were not kept in the result "
+                 f"and are not drawn.")
     key = f" Marks: {_MARK_KEY}." if marks else ""
-    return _figure(plot, f"<b>Plot 2a. Cache-decision timeline (diverging calls).</b> "
-                         f"{_e(text)}{key}")
+    return _figure(plot, f"<b>Plot 2a. Cache-decision timeline per engine.</b> {_e(text)}{key} "
+                         f"Engines: control <code>{_e(control)}</code>, candidate "
+                         f"<code>{_e(candidate)}</code>.")
 
 
 def _coverage_figure(trace: TraceResult, dom_id: str) -> str:
@@ -383,7 +452,7 @@ def _trace_section(run: RunResult, trace: TraceResult, dom_id: str) -> str:
     return (f'<section id="{dom_id}" aria-labelledby="{dom_id}-h"><h2 id="{dom_id}-h">'
             f"{_e(trace.trace_path)}: {verdict}</h2>{_trace_facts(run, trace, dom_id)}"
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "")
-            + _error_figure(trace, dom_id) + _timeline_figure(trace, dom_id)
+            + _error_figure(trace, dom_id) + _timeline_figure(run, trace, dom_id)
             + _coverage_figure(trace, dom_id) + _latency_figure(run, trace, dom_id)
             + _hit_rate_figure(run, trace, dom_id) + _timing_table(run, trace)
             + _pool_table(trace) + _divergence_table(trace, dom_id) + "</section>")

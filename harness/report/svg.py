@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Callable, Sequence
 
-__all__ = ["Canvas", "Mark", "Bar", "nice_ticks", "error_plot", "timeline_plot", "hbar_chart",
-           "range_panels", "grouped_bars", "WIDTH", "STYLE", "ERROR_PLOT_COLUMNS"]
+__all__ = ["Canvas", "Mark", "Bar", "Lane", "nice_ticks", "error_plot", "level_timeline",
+           "hbar_chart", "range_panels", "grouped_bars", "WIDTH", "STYLE", "ERROR_PLOT_COLUMNS",
+           "TIMELINE_COLUMNS"]
 
 WIDTH = 1100
 STYLE = """
@@ -29,10 +30,13 @@ svg .series { fill: none; stroke: #4e79a7; stroke-width: 1.2; } svg .series-dot 
 svg .whisker { stroke: #1f2328; stroke-width: 1.5; }
 .c-control { fill: #4e79a7; } .c-candidate { fill: #b07aa1; } .c-coverage { fill: #76b7b2; }
 .c-unwaived { fill: #d62728; stroke: #7f1d1d; } .c-waived { fill: #e49b0f; stroke: #7c5300; }
+.d-none { fill: #afb8c1; } .d-hit { fill: #59a14f; } .d-some { fill: #f28e2b; }
+.d-miss { fill: #9c1c1c; }
 """
 _LEFT, _RIGHT, _TOP, _BOTTOM = 86, 24, 34, 44
 _MAX_DOTS = 200
 ERROR_PLOT_COLUMNS = WIDTH - _LEFT - _RIGHT  # above this many calls, one column shows several
+TIMELINE_COLUMNS = WIDTH - 190 - _LEFT  # the same for level_timeline (its notes take the right)
 
 
 def _num(value: float) -> str:
@@ -41,7 +45,7 @@ def _num(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """A point mark: ``x`` in data units, ``row`` (timeline) or ``y`` (data), a CSS class, a
+    """A point mark: ``x`` and ``y`` in data units (a timeline ignores ``y``), a CSS class, a
     shape (``triangle``, ``diamond``, ``circle``) and a tooltip."""
 
     x: float
@@ -228,22 +232,86 @@ def error_plot(values: Sequence[float], marks: Sequence[Mark], *, title: str, de
     return canvas.render()
 
 
-def timeline_plot(num_calls: int, rows: Sequence[str], marks: Sequence[Mark],
-                  row_notes: Sequence[str], *, title: str, description: str, dom_id: str) -> str:
-    """One lane per row label; ``Mark.y`` is the row position in ``rows``; a note right of each."""
-    row_height = 30
-    height = _TOP + row_height * len(rows) + _BOTTOM
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One lane of :func:`level_timeline`: a label, a note right of the lane, per call a level
+    (an index into the plot's levels; higher is drawn taller and counts as worse), and
+    ``describe(start, stop)``, the tooltip of calls ``start..stop-1``."""
+
+    label: str
+    note: str
+    levels: Sequence[int]
+    describe: Callable[[int, int], str]
+
+
+def _columns(num_calls: int, num_columns: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` call ranges of ``num_columns`` near-equal columns."""
+    return [(column * num_calls // num_columns, (column + 1) * num_calls // num_columns)
+            for column in range(num_columns)]
+
+
+def _level_runs(levels: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(start, stop, level)`` per column, one call each up to ``TIMELINE_COLUMNS`` calls; past
+    that, each column takes its calls' highest level and equal neighbours merge into one run."""
+    if len(levels) <= TIMELINE_COLUMNS:
+        return [(index, index + 1, level) for index, level in enumerate(levels)]
+    runs: list[tuple[int, int, int]] = []
+    for start, stop in _columns(len(levels), TIMELINE_COLUMNS):
+        level = max(levels[start:stop])
+        if runs and runs[-1][2] == level:
+            runs[-1] = (runs[-1][0], stop, level)
+        else:
+            runs.append((start, stop, level))
+    return runs
+
+
+def level_timeline(num_calls: int, lanes: Sequence[Lane], levels: Sequence[tuple[str, str]],
+                   marks: Sequence[Mark], marks_label: str, marks_note: str, *, title: str,
+                   description: str, dom_id: str) -> str:
+    """Per-call levels over call index, one lane each, then a lane of point marks.
+
+    ``levels`` are ``(css, legend text)`` from lowest to highest; a level is drawn as a thin bar
+    whose height grows with it, so the plot reads without colour, and a legend says which is
+    which. Above ``TIMELINE_COLUMNS`` calls, one column covers several calls and shows the
+    highest level among them (see :func:`_level_runs`). ``Mark.y`` is ignored.
+    """
+    lane_height, bar_top = 34, 8
+    height = _TOP + lane_height * (len(lanes) + 1) + _BOTTOM
     canvas = Canvas(WIDTH, height, title, description, dom_id)
     right = WIDTH - 190
-    x_of = _x_scale(num_calls, right)
-    for position, (label, note) in enumerate(zip(rows, row_notes)):
-        y = _TOP + row_height * position + row_height / 2
-        canvas.line(_LEFT, y, right, y, "grid")
-        canvas.text(_LEFT - 8, y + 4, label, "row-label", "end")
-        canvas.text(right + 16, y + 4, note, "tick")
+    span, x_of = right - _LEFT, _x_scale(num_calls, right)
+    bar_height = [3 + (lane_height - bar_top - 3) * k / max(len(levels) - 1, 1)
+                  for k in range(len(levels))]
+    width = min(max(span / max(num_calls, 1) * 0.6, 1.0), 8.0)  # of one call's bar
+    legend_x = _LEFT
+    for (css, text), glyph in zip(levels, bar_height):
+        canvas.rect(legend_x, 26 - glyph, 4, glyph, css)
+        canvas.text(legend_x + 9, 26, text, "tick")
+        legend_x += 36 + 6.2 * len(text)
+    for position, lane in enumerate(lanes):
+        base = _TOP + lane_height * (position + 1) - 4
+        canvas.line(_LEFT, base, right, base, "grid")
+        canvas.text(_LEFT - 8, base - 8, lane.label, "row-label", "end")
+        canvas.text(right + 16, base - 8, lane.note, "tick")
+        if not lane.levels:
+            canvas.text((_LEFT + right) / 2, base - 10, "not recorded" if num_calls else "no calls",
+                        "tick muted", "middle")
+        bucketed = len(lane.levels) > TIMELINE_COLUMNS
+        for start, stop, level in _level_runs(lane.levels):
+            if bucketed:
+                x0, x1 = _LEFT + span * start / num_calls, _LEFT + span * stop / num_calls
+            else:
+                x0 = x_of(start) - width / 2
+                x1 = x0 + width
+            canvas.rect(x0, base - bar_height[level], x1 - x0, bar_height[level],
+                        levels[level][0], lane.describe(start, stop))
+    marks_y = _TOP + lane_height * len(lanes) + lane_height / 2
+    canvas.line(_LEFT, marks_y, right, marks_y, "grid")
+    canvas.text(_LEFT - 8, marks_y + 4, marks_label, "row-label", "end")
+    canvas.text(right + 16, marks_y + 4, marks_note, "tick")
+    size = 6.5 if len(marks) <= 50 else 4.5  # many marks: smaller, so fewer overlap
     for mark in marks:
-        y = _TOP + row_height * mark.y + row_height / 2
-        canvas.mark(x_of(mark.x), y, mark.shape, mark.css, mark.tooltip, size=6.5)
+        canvas.mark(x_of(mark.x), marks_y, mark.shape, mark.css, mark.tooltip, size=size)
     _x_axis(canvas, num_calls, x_of, height - _BOTTOM, right)
     return canvas.render()
 
