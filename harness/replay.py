@@ -9,9 +9,10 @@ first ``max_kept`` diverging calls keep their detail.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class _PoolCounter:
                      for (engine, pool), c in sorted(self.counts.items()))
 
 
-def _timings(samples: dict[tuple[str, str], list[float]]) -> tuple[EngineTiming, ...]:
+def _timings(samples: Mapping[tuple[str, str], Sequence[float]]) -> tuple[EngineTiming, ...]:
     out = []
     for (engine, kind), values in sorted(samples.items()):
         arr = np.asarray(values)
@@ -200,10 +201,11 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
         config = WorldModelConfig.from_dict(header.get("config"), where=f"{path}: header.config")
         control, candidate = _build_engines(config, options)
         noise, pools, coverage = NoiseFloor(), _PoolCounter(), Counter()
-        samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+        # Per-call series in flat typed arrays: a few bytes per call, no object per sample.
+        samples: dict[tuple[str, str], array] = defaultdict(lambda: array("d"))
         kept: list[CallComparison] = []
         num_unwaived = num_compared = num_slots = num_calls = 0
-        max_errors: list[float] = []
+        max_errors = array("d")
         decisions: list[tuple[int, int, int, int]] = []
         for record in reader:
             recorded = call_from_record(record.index, record.kind, record.meta, record.arrays, where=path)

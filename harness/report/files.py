@@ -25,8 +25,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+_SERIES = ("max_errors", "decisions")  # per-call series: one compact line each, not one per value
+
+
 def run_to_json(run: RunResult) -> str:
-    return json.dumps(run.to_dict(), indent=2, allow_nan=False) + "\n"
+    """The report as indented JSON, with each trace's per-call series on one compact line
+    (a 50k-call trace would otherwise take hundreds of thousands of lines and megabytes)."""
+    data = run.to_dict()
+    compact: dict[str, str] = {}
+    for index, trace in enumerate(data["traces"]):
+        for name in _SERIES:
+            if name in trace:
+                token = f"@@kvmigrate-series-{index}-{name}@@"
+                compact[token] = json.dumps(trace[name], separators=(",", ":"), allow_nan=False)
+                trace[name] = token
+    text = json.dumps(data, indent=2, allow_nan=False)
+    for token, series in compact.items():
+        text = text.replace(f'"{token}"', series, 1)
+    return text + "\n"
 
 
 def write_reports(run: RunResult, *, json_path: Path, markdown_path: str | None = None,
