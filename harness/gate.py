@@ -247,6 +247,11 @@ def evaluate(criteria: PhaseCriteria, run: RunResult, waivers: WaiverSet,
         CriterionResult("calls", f">= {criteria.min_calls}", str(num_calls),
                         "pass" if num_calls >= criteria.min_calls else "insufficient"),
     ]
+    cut = [Path(t.trace_path).name for t in traces if t.truncated]
+    results.append(CriterionResult(
+        "complete traces", "every trace ends with its end-of-trace record",
+        f"truncated (a capture did not finish): {', '.join(cut)}" if cut else "all complete",
+        "insufficient" if cut else "pass"))
     coverage = Counter()
     for trace in traces:
         coverage.update(trace.coverage)

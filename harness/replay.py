@@ -238,7 +238,8 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
                        timings=_timings(samples), pool_stats=pools.result(),
                        self_check=options.self_check, noise_floor=noise.max_abs_diff,
                        num_slot_differences=num_slots, num_unwaived_calls=num_unwaived,
-                       coverage=dict(coverage), notes=notes, max_errors=tuple(max_errors),
+                       coverage=dict(coverage), notes=notes, truncated=reader.truncated,
+                       max_errors=tuple(max_errors),
                        decisions=tuple(decisions))
 
 

@@ -358,6 +358,8 @@ class TraceResult:
         num_unwaived_calls: unwaived diverging calls, including those past the kept detail cap.
         coverage: how often each cache path was exercised (counted on the control's events).
         notes: one-line remarks (a truncated trace, a tolerance below the noise floor, ...).
+        truncated: the trace file ends before its end-of-trace (a killed capture): only the
+            complete records before the cut were replayed.
         max_errors: per call, the largest abs error seen on any compared tensor (for plots).
         decisions: per call, ``(control_hits, control_lookups, candidate_hits,
             candidate_lookups)`` counted from each engine's lookup events (a forced miss is a
@@ -378,6 +380,7 @@ class TraceResult:
     num_unwaived_calls: int = 0
     coverage: Mapping[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    truncated: bool = False
     max_errors: tuple[float, ...] = ()
     decisions: tuple[tuple[int, int, int, int], ...] = ()
 
@@ -420,6 +423,7 @@ class TraceResult:
                 "num_slot_differences": self.num_slot_differences,
                 "num_unwaived_calls": self.num_unwaived_calls,
                 "coverage": dict(self.coverage), "notes": list(self.notes),
+                "truncated": self.truncated,
                 "max_errors": list(self.max_errors),
                 "decisions": [list(counts) for counts in self.decisions]}
 
@@ -441,6 +445,7 @@ class TraceResult:
                    num_slot_differences=_get(data, "num_slot_differences", name),
                    num_unwaived_calls=data.get("num_unwaived_calls", 0),
                    coverage=dict(data.get("coverage", {})), notes=tuple(data.get("notes", ())),
+                   truncated=bool(data.get("truncated", False)),
                    max_errors=tuple(data.get("max_errors", ())),
                    decisions=tuple(_decision_counts(item, index)
                                    for index, item in enumerate(data.get("decisions", ()))))

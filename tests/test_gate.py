@@ -408,3 +408,17 @@ def test_gate_on_a_file_that_is_not_a_trace_exits_2(tmp_path, capsys):
     bogus.write_text("not a trace")
     assert gate(tmp_path, "--phase", "2", str(bogus)) == exit_codes.BAD_INPUT
     assert "bogus.kvtrace" in capsys.readouterr().err
+
+
+def test_a_truncated_trace_is_insufficient_evidence(tmp_path, short_trace, no_waivers):
+    """A killed capture replays as a prefix, but the gate does not accept it as evidence."""
+    data = short_trace.read_bytes()
+    cut = tmp_path / "cut.kvtrace"
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    config = write_config(tmp_path / "gate.toml", min_calls="1",
+                          required_paths='["root_first_step"]')
+    assert gate(tmp_path, "--phase", "2", "--config", str(config), "--waivers", str(no_waivers),
+                str(cut)) == exit_codes.INSUFFICIENT_EVIDENCE
+    results = json.loads((tmp_path / "signoff.json").read_text())["results"]
+    complete = next(r for r in results if r["name"] == "complete traces")
+    assert complete["status"] == "insufficient" and "cut.kvtrace" in complete["observed"]
