@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gate_options(gate)
     gate.add_argument("--signoff", metavar="PATH",
                       help="sign-off JSON path (default reports/signoff-phaseN.json)")
+    gate.add_argument("--from-report", action="append", metavar="REPORT.json",
+                      help="judge saved compare reports (e.g. CI shards; repeatable) instead of "
+                           "replaying traces")
 
     rollout = sub.add_parser("rollout", help="the rollout record: status, advance, rollback")
     rollout_sub = rollout.add_subparsers(dest="action", required=True, parser_class=_Parser)

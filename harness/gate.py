@@ -15,6 +15,7 @@ a missing trace file or an unreadable trace raises before anything is judged (ex
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import tomllib
@@ -373,6 +374,45 @@ def run_gate(criteria: PhaseCriteria, paths: Sequence[str], *, config_path: Path
                       run=run, inputs=inputs, waivers=report, versions=versions())
 
 
+def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, config_path: Path,
+                          waivers_path: str | None = None) -> GateResult:
+    """Judge saved compare reports (e.g. the shards of a CI matrix) instead of replaying.
+
+    The shards are merged (they must be one comparison), their divergences re-judged with the
+    current waivers, and every criterion evaluated as after a replay. A trace's producer is read
+    from its header when the trace file is still at the reported path.
+
+    Raises:
+        UsageError: a report that cannot be read, shards of different comparisons, or engines
+            other than the phase's.
+    """
+    from harness.commands import load_run, merge_runs
+    from harness.replay import rejudge
+    runs = [load_run(path) for path in reports]
+    merged = merge_runs(runs, list(reports))
+    if (merged.control_engine, merged.candidate_engine) != (criteria.control, criteria.candidate):
+        raise UsageError(f"{reports[0]}: the report compares {merged.control_engine} vs "
+                         f"{merged.candidate_engine}; phase {criteria.phase} gates "
+                         f"{criteria.control} vs {criteria.candidate}")
+    waivers = load_waivers(waivers_path)
+    run = dataclasses.replace(merged, traces=tuple(rejudge(t, waivers.judge) for t in merged.traces))
+    producers = {t.trace_path: (_trace_header(t.trace_path).get("engine")
+                                if os.path.isfile(t.trace_path) else None) for t in run.traces}
+    waiver_file = waivers_path or (DEFAULT_WAIVERS if DEFAULT_WAIVERS.exists() else None)
+    inputs = {
+        "reports": [{"path": _display(path), "digest": _digest_or_none(path)} for path in reports],
+        "traces": [{"path": t.trace_path, "digest": t.trace_digest,
+                    "producer": producers[t.trace_path]} for t in run.traces],
+        "gate_config": {"path": _display(config_path), "digest": _digest_or_none(config_path)},
+        "waivers": {"path": None if waiver_file is None else _display(waiver_file),
+                    "digest": _digest_or_none(waiver_file)},
+    }
+    report = waiver_report(waivers, run)
+    report["active"] = [w.id for w in waivers.active]
+    return GateResult(criteria=criteria, results=evaluate(criteria, run, waivers, producers),
+                      run=run, inputs=inputs, waivers=report, versions=versions())
+
+
 def _display(path: Path | str) -> str:
     """A path relative to the working directory when it lies below it (stable in sign-offs)."""
     absolute = os.path.abspath(path)
@@ -386,12 +426,13 @@ def default_signoff_path(phase: int) -> Path:
 
 def gate_and_sign(phase: int, items: Sequence[str], *, config: str | None, waivers: str | None,
                   signoff: Path, device: str = "cpu", jobs: int = 1,
-                  console: Console | None = None,
-                  with_html: bool = True) -> tuple[GateResult, list[Path]]:
+                  console: Console | None = None, with_html: bool = True,
+                  from_reports: Sequence[str] = ()) -> tuple[GateResult, list[Path]]:
     """The gate as the CLI runs it: check inputs, replay, print, write the sign-off.
 
     Args:
         items: trace files, folders or globs; empty means the bundled traces.
+        from_reports: judge these saved compare reports (merged) instead of replaying ``items``.
     """
     from harness.cli import DEFAULT_TRACE_DIR, expand_traces
     config_path = Path(config) if config else DEFAULT_GATE_CONFIG
@@ -400,15 +441,21 @@ def gate_and_sign(phase: int, items: Sequence[str], *, config: str | None, waive
         raise UsageError(f"--phase {phase}: {config_path} defines phases {sorted(phases)}")
     if jobs < 1:
         raise UsageError(f"--jobs: expected a positive integer, got {jobs}")
-    items = list(items) or [str(DEFAULT_TRACE_DIR)]
-    for item in items:
-        if not os.path.exists(item) and not any(ch in item for ch in "*?["):
-            raise UsageError(f"{item}: no such trace file or folder")
-    paths = [_display(p) for p in expand_traces(items)]
     from harness.commands import make_console
     console = console or make_console()
-    result = run_gate(phases[phase], paths, config_path=config_path, waivers_path=waivers,
-                      device=device, jobs=jobs, console=console)
+    if from_reports:
+        if items:
+            raise UsageError("--from-report: give saved reports or traces, not both")
+        result = run_gate_from_reports(phases[phase], list(from_reports), config_path=config_path,
+                                       waivers_path=waivers)
+    else:
+        items = list(items) or [str(DEFAULT_TRACE_DIR)]
+        for item in items:
+            if not os.path.exists(item) and not any(ch in item for ch in "*?["):
+                raise UsageError(f"{item}: no such trace file or folder")
+        paths = [_display(p) for p in expand_traces(items)]
+        result = run_gate(phases[phase], paths, config_path=config_path, waivers_path=waivers,
+                          device=device, jobs=jobs, console=console)
     if result.run.traces:
         from harness.report.console import RunReport
         console.print(RunReport(result.run))
@@ -422,5 +469,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
     """``python -m harness gate --phase N [TRACE_OR_FOLDER...]``."""
     signoff = Path(args.signoff) if args.signoff else default_signoff_path(args.phase)
     result, _ = gate_and_sign(args.phase, args.traces, config=args.config, waivers=args.waivers,
-                              signoff=signoff, device=args.device, jobs=args.jobs)
+                              signoff=signoff, device=args.device, jobs=args.jobs,
+                              from_reports=args.from_report or ())
     return result.exit_code

@@ -422,3 +422,33 @@ def test_a_truncated_trace_is_insufficient_evidence(tmp_path, short_trace, no_wa
     results = json.loads((tmp_path / "signoff.json").read_text())["results"]
     complete = next(r for r in results if r["name"] == "complete traces")
     assert complete["status"] == "insufficient" and "cut.kvtrace" in complete["observed"]
+
+
+def test_the_gate_judges_merged_shard_reports_without_replaying(tmp_path, short_trace, no_waivers):
+    """A CI matrix runs `compare --shard K/N`; one gate decision judges the merged reports."""
+    second = tmp_path / "copy.kvtrace"
+    second.write_bytes(short_trace.read_bytes())
+    shards = []
+    for k in (1, 2):
+        report = tmp_path / f"shard{k}.json"
+        assert main(["compare", str(short_trace), str(second), "--shard", f"{k}/2",
+                     "--waivers", str(no_waivers), "--json", str(report)]) == 0
+        shards.append(report)
+    config = write_config(tmp_path / "gate.toml", min_traces="2")
+    argv = ["--phase", "2", "--config", str(config), "--waivers", str(no_waivers)]
+    assert gate(tmp_path, *argv, "--from-report", str(shards[0]),
+                "--from-report", str(shards[1])) == exit_codes.OK
+    signoff = json.loads((tmp_path / "signoff.json").read_text())
+    assert [r["path"] for r in signoff["inputs"]["reports"]] == [str(p) for p in shards]
+    assert len(signoff["inputs"]["traces"]) == 2
+    # One shard alone is too little evidence for a 2-trace floor.
+    assert gate(tmp_path, *argv, "--from-report", str(shards[0])) == exit_codes.INSUFFICIENT_EVIDENCE
+
+
+def test_the_gate_refuses_a_report_of_other_engines(tmp_path, short_trace, no_waivers, capsys):
+    report = tmp_path / "self.json"
+    assert main(["compare", str(short_trace), "--self-check", "--json", str(report)]) == 0
+    config = write_config(tmp_path / "gate.toml")
+    assert gate(tmp_path, "--phase", "2", "--config", str(config), "--from-report",
+                str(report)) == exit_codes.BAD_INPUT
+    assert "the report compares legacy vs legacy#2" in capsys.readouterr().err
