@@ -358,16 +358,23 @@ def run_gate(criteria: PhaseCriteria, paths: Sequence[str], *, config_path: Path
     run = run_comparison(list(paths), options, waivers_path=waivers_path, jobs=jobs,
                          console=console)
     producers = {path: header.get("engine") for path, header in headers.items()}
-    waiver_file = waivers_path or (DEFAULT_WAIVERS if DEFAULT_WAIVERS.exists() else None)
     digests = {t.trace_path: t.trace_digest for t in run.traces}
-    inputs = {
-        "traces": [{"path": path, "digest": digests.get(path), "producer": producers[path],
-                    "scenario": headers[path].get("scenario", {}).get("name"),
-                    "captured_at": headers[path].get("created_at")} for path in paths],
-        "gate_config": {"path": _display(config_path), "digest": _digest_or_none(config_path)},
-        "waivers": {"path": None if waiver_file is None else _display(waiver_file),
-                    "digest": _digest_or_none(waiver_file)},
-    }
+    traces = [{"path": path, "digest": digests.get(path), "producer": producers[path],
+               "scenario": headers[path].get("scenario", {}).get("name"),
+               "captured_at": headers[path].get("created_at")} for path in paths]
+    return _judge(criteria, run, waivers, producers, {"traces": traces},
+                  config_path=config_path, waivers_path=waivers_path)
+
+
+def _judge(criteria: PhaseCriteria, run: RunResult, waivers: WaiverSet,
+           producers: Mapping[str, str | None], inputs: dict[str, Any], *, config_path: Path,
+           waivers_path: str | None) -> GateResult:
+    """Evaluate ``run`` and assemble the GateResult with the config's and waivers' digests."""
+    waiver_file = waivers_path or (DEFAULT_WAIVERS if DEFAULT_WAIVERS.exists() else None)
+    inputs = {**inputs,
+              "gate_config": {"path": _display(config_path), "digest": _digest_or_none(config_path)},
+              "waivers": {"path": None if waiver_file is None else _display(waiver_file),
+                          "digest": _digest_or_none(waiver_file)}}
     report = waiver_report(waivers, run)
     report["active"] = [w.id for w in waivers.active]
     return GateResult(criteria=criteria, results=evaluate(criteria, run, waivers, producers),
@@ -398,19 +405,13 @@ def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, co
     run = dataclasses.replace(merged, traces=tuple(rejudge(t, waivers.judge) for t in merged.traces))
     producers = {t.trace_path: (_trace_header(t.trace_path).get("engine")
                                 if os.path.isfile(t.trace_path) else None) for t in run.traces}
-    waiver_file = waivers_path or (DEFAULT_WAIVERS if DEFAULT_WAIVERS.exists() else None)
     inputs = {
         "reports": [{"path": _display(path), "digest": _digest_or_none(path)} for path in reports],
         "traces": [{"path": t.trace_path, "digest": t.trace_digest,
                     "producer": producers[t.trace_path]} for t in run.traces],
-        "gate_config": {"path": _display(config_path), "digest": _digest_or_none(config_path)},
-        "waivers": {"path": None if waiver_file is None else _display(waiver_file),
-                    "digest": _digest_or_none(waiver_file)},
     }
-    report = waiver_report(waivers, run)
-    report["active"] = [w.id for w in waivers.active]
-    return GateResult(criteria=criteria, results=evaluate(criteria, run, waivers, producers),
-                      run=run, inputs=inputs, waivers=report, versions=versions())
+    return _judge(criteria, run, waivers, producers, inputs, config_path=config_path,
+                  waivers_path=waivers_path)
 
 
 def _display(path: Path | str) -> str:
