@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.calls import call_from_record
 from harness.cli import main
-from harness.trace import open_trace
+from harness.trace import TraceError, open_trace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def _complete_records(partial: Path) -> int:
     try:
         with open_trace(partial) as reader:
             return reader.num_records
-    except Exception:  # noqa: BLE001 - not yet a readable trace (no header written yet)
+    except (FileNotFoundError, TraceError):  # not created yet, or its header is not written yet
         return 0
 
 
