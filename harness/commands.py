@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tomllib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from harness.report.console import RunReport
 from harness.report.files import write_reports
 from harness.results import RunResult, TraceResult
 from harness.scenario import Scenario, build_world_model_config, load_scenario, run_scenario
+from harness.tomlfile import read_toml
 from harness.trace import TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
 from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
@@ -149,11 +149,7 @@ def shard_paths(paths: list[str], shard: str | None) -> list[str]:
 def tolerance_policy(args: argparse.Namespace) -> TolerancePolicy:
     data: dict = {}
     if args.tolerances:
-        with open(args.tolerances, "rb") as handle:
-            try:
-                data = tomllib.load(handle)
-            except tomllib.TOMLDecodeError as exc:
-                raise UsageError(f"{args.tolerances}: not valid TOML ({exc})") from None
+        data = read_toml(args.tolerances, UsageError, "tolerance file")
     try:
         policy = TolerancePolicy.from_mapping(data) if data else TolerancePolicy()
     except ToleranceError as exc:

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import math
 import os
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -31,6 +30,7 @@ from harness.errors import UsageError
 from harness.replay import COVERAGE_PATHS, ReplayOptions, file_digest
 from harness.report.signoff import GateReport, versions, write_signoff
 from harness.results import RunResult
+from harness.tomlfile import read_toml
 from harness.trace import open_trace
 from harness.waivers import DEFAULT_WAIVERS, WaiverSet, load_waivers, waiver_report
 
@@ -138,13 +138,7 @@ def load_gate_config(path: str | Path | None = None) -> dict[int, PhaseCriteria]
         GateConfigError: no such file, invalid TOML, an unknown phase or key, a bad value.
     """
     path = Path(path) if path is not None else DEFAULT_GATE_CONFIG
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise GateConfigError(f"{path}: no such gate config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GateConfigError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, GateConfigError, "gate config")
     phases = data.get("phase")
     if not isinstance(phases, Mapping) or not phases:
         raise GateConfigError(f"{path}: expected [phase.N] tables for N in {list(PHASES)}")

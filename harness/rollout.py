@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tomllib
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.table import Table
 from harness import exit_codes
 from harness.errors import UsageError
 from harness.replay import file_digest
+from harness.tomlfile import read_toml
 
 __all__ = ["RECORD_SCHEMA", "DEFAULT_RECORD", "Phase", "PHASES", "RolloutEntry", "RolloutRecord",
            "RolloutError", "load_record", "save_record", "record_to_toml", "rollback_steps",
@@ -138,11 +138,7 @@ def load_record(path: Path) -> RolloutRecord:
     """Read and check a record; a missing file is phase 0 with no history."""
     if not path.exists():
         return RolloutRecord()
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise RolloutError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, RolloutError, "rollout record")
     if data.get("schema") != RECORD_SCHEMA:
         raise RolloutError(f"{path}: schema: expected {RECORD_SCHEMA!r}, got {data.get('schema')!r}")
     history = tuple(_entry(item, f"{path}: history[{i}]")

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness.compare.tensors import _glob_regex
+from harness.compare.tensors import glob_regex
 from harness.results import CallComparison, RunResult
+from harness.tomlfile import read_toml
 
 __all__ = ["Waiver", "WaiverSet", "WaiverError", "load_waivers", "DEFAULT_WAIVERS", "waiver_report"]
 
@@ -47,8 +47,8 @@ class Waiver:
         return today > self.expires
 
     def in_scope(self, call: CallComparison) -> bool:
-        if not _glob_regex(self.trace).fullmatch(call.trace) and \
-                not _glob_regex(self.trace).fullmatch(Path(call.trace).name):
+        if not glob_regex(self.trace).fullmatch(call.trace) and \
+                not glob_regex(self.trace).fullmatch(Path(call.trace).name):
             return False
         if self.call_kind is not None and call.call_kind != self.call_kind:
             return False
@@ -56,7 +56,7 @@ class Waiver:
             return False
         if not self.calls[0] <= call.call_index <= self.calls[1]:
             return False
-        pattern = _glob_regex(self.tensor)
+        pattern = glob_regex(self.tensor)
         return all(pattern.fullmatch(d.path) for d in call.tensor_divergences)
 
     def cap_holds(self, call: CallComparison) -> bool:
@@ -129,13 +129,7 @@ def load_waivers(path: str | Path | None, *, today: dt.date | None = None) -> Wa
             return WaiverSet((), today=today)
         path = DEFAULT_WAIVERS
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise WaiverError(f"{path}: no such waiver file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise WaiverError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, WaiverError, "waiver file")
     entries = data.get("waiver", [])
     if not isinstance(entries, list):
         raise WaiverError(f"{path}: expected [[waiver]] tables")

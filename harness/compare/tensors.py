@@ -86,7 +86,7 @@ def default_tolerance(dtype: str) -> Tolerance:
 
 
 @lru_cache(maxsize=1024)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str) -> re.Pattern[str]:
     # Only * and ? are wildcards: brackets in paths such as k[env3] are literal.
     parts = (".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
     return re.compile("".join(parts), re.DOTALL)
@@ -141,7 +141,7 @@ class TolerancePolicy:
     def tolerance_for(self, path: str, dtype: str) -> Tolerance:
         """The tolerance for a tensor path: the last matching override, else the dtype default."""
         for pattern, tolerance in reversed(self.overrides):
-            if _glob_regex(pattern).fullmatch(path):
+            if glob_regex(pattern).fullmatch(path):
                 return tolerance
         return default_tolerance(dtype)
 
