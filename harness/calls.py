@@ -13,6 +13,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 import torch
 
+from harness.errors import UserError
 from unizero.events import CacheEvent, event_from_dict, event_to_dict
 
 __all__ = ["RootCall", "RecurrentCall", "ClearCall", "WeightsCall", "ReanalyzeCall", "Call",
@@ -24,7 +25,7 @@ CLEAR_OPS = ("all", "root_env", "epoch")
 OUTPUT_NAMES = ("latent", "reward_logits", "policy_logits", "value_logits")
 
 
-class CallFormatError(ValueError):
+class CallFormatError(UserError):
     """A trace record that does not describe a valid call; the message names the field."""
 
 

@@ -1,24 +1,17 @@
-"""User-facing error classes: each prints as one line and maps to exit code 2 (bad input)."""
+"""The harness's user-error base class. It imports nothing, so every layer can subclass it.
+
+A :class:`UserError` is bad input or usage: the CLI prints its one-line message on stderr and
+exits with code 2 (:mod:`harness.exit_codes`), never a traceback.
+"""
 
 from __future__ import annotations
 
-from harness.calls import CallFormatError
-from harness.compare import ToleranceError
-from harness.engines import EngineError
-from harness.scenario import ScenarioError
-from harness.trace import TraceError
-from harness.waivers import WaiverError
-from unizero.backends import BackendError
-from unizero.config import ConfigError
-from unizero.world_model import InputError
-
-__all__ = ["UsageError", "USER_ERRORS"]
+__all__ = ["UserError", "UsageError"]
 
 
-class UsageError(ValueError):
+class UserError(ValueError):
+    """Bad input: a file, field or option that cannot be acted on; the message is one line."""
+
+
+class UsageError(UserError):
     """A command line that cannot be acted on (bad option value, no such file)."""
-
-
-USER_ERRORS = (UsageError, TraceError, CallFormatError, ToleranceError, EngineError, ScenarioError,
-               BackendError, ConfigError, InputError, WaiverError, FileNotFoundError, IsADirectoryError,
-               PermissionError)

@@ -14,7 +14,6 @@ a missing trace file or an unreadable trace raises before anything is judged (ex
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -23,22 +22,22 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from rich.console import Console
-
 from harness import exit_codes
 from harness.errors import UsageError
-from harness.replay import COVERAGE_PATHS, ReplayOptions, file_digest
-from harness.report.signoff import GateReport, versions, write_signoff
+from harness.experiment import COVERAGE_PATHS
+from harness.paths import DEFAULT_TRACE_DIR, ROOT, display_path, expand_traces, file_digest
+from harness.replay import ReplayOptions, rejudge
 from harness.results import RunResult
+from harness.run import ProgressFactory, load_run, merge_runs, run_comparison
+from harness.versions import versions
 from harness.tomlfile import read_toml
 from harness.trace import open_trace
 from harness.waivers import DEFAULT_WAIVERS, WaiverSet, load_waivers, waiver_report
 
 __all__ = ["DEFAULT_GATE_CONFIG", "SIGNOFF_SCHEMA", "GateConfigError", "PhaseCriteria",
            "CriterionResult", "GateResult", "load_gate_config", "evaluate", "run_gate",
-           "gate_and_sign", "default_signoff_path", "measured_speedup", "cmd_gate"]
+           "judge_phase", "default_signoff_path", "measured_speedup"]
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GATE_CONFIG = ROOT / "gate.toml"
 SIGNOFF_SCHEMA = "kvmigrate.signoff/1"
 PHASES = (1, 2, 3)
@@ -339,18 +338,17 @@ def _digest_or_none(path: Path | str | None) -> str | None:
 
 def run_gate(criteria: PhaseCriteria, paths: Sequence[str], *, config_path: Path,
              waivers_path: str | None = None, device: str = "cpu", jobs: int = 1,
-             console: Console | None = None) -> GateResult:
+             progress: ProgressFactory | None = None) -> GateResult:
     """Replay ``paths`` through the phase's engines and judge every criterion.
 
     Raises:
         UsageError, TraceError, WaiverError: a missing or unreadable input (exit 2).
     """
-    from harness.commands import run_comparison
     waivers = load_waivers(waivers_path)
     headers = {path: _trace_header(path) for path in paths}
     options = ReplayOptions(control=criteria.control, candidate=criteria.candidate, device=device)
     run = run_comparison(list(paths), options, waivers_path=waivers_path, jobs=jobs,
-                         console=console)
+                         progress=progress)
     producers = {path: header.get("engine") for path, header in headers.items()}
     digests = {t.trace_path: t.trace_digest for t in run.traces}
     traces = [{"path": path, "digest": digests.get(path), "producer": producers[path],
@@ -366,8 +364,8 @@ def _judge(criteria: PhaseCriteria, run: RunResult, waivers: WaiverSet,
     """Evaluate ``run`` and assemble the GateResult with the config's and waivers' digests."""
     waiver_file = waivers_path or (DEFAULT_WAIVERS if DEFAULT_WAIVERS.exists() else None)
     inputs = {**inputs,
-              "gate_config": {"path": _display(config_path), "digest": _digest_or_none(config_path)},
-              "waivers": {"path": None if waiver_file is None else _display(waiver_file),
+              "gate_config": {"path": display_path(config_path), "digest": _digest_or_none(config_path)},
+              "waivers": {"path": None if waiver_file is None else display_path(waiver_file),
                           "digest": _digest_or_none(waiver_file)}}
     report = waiver_report(waivers, run)
     report["active"] = [w.id for w in waivers.active]
@@ -387,8 +385,6 @@ def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, co
         UsageError: a report that cannot be read, shards of different comparisons, or engines
             other than the phase's.
     """
-    from harness.commands import load_run, merge_runs
-    from harness.replay import rejudge
     runs = [load_run(path) for path in reports]
     merged = merge_runs(runs, list(reports))
     if (merged.control_engine, merged.candidate_engine) != (criteria.control, criteria.candidate):
@@ -400,7 +396,7 @@ def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, co
     producers = {t.trace_path: (_trace_header(t.trace_path).get("engine")
                                 if os.path.isfile(t.trace_path) else None) for t in run.traces}
     inputs = {
-        "reports": [{"path": _display(path), "digest": _digest_or_none(path)} for path in reports],
+        "reports": [{"path": display_path(path), "digest": _digest_or_none(path)} for path in reports],
         "traces": [{"path": t.trace_path, "digest": t.trace_digest,
                     "producer": producers[t.trace_path]} for t in run.traces],
     }
@@ -408,62 +404,37 @@ def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, co
                   waivers_path=waivers_path)
 
 
-def _display(path: Path | str) -> str:
-    """A path relative to the working directory when it lies below it (stable in sign-offs)."""
-    absolute = os.path.abspath(path)
-    relative = os.path.relpath(absolute)
-    return absolute if relative.startswith("..") else relative
-
-
 def default_signoff_path(phase: int) -> Path:
     return Path("reports") / f"signoff-phase{phase}.json"
 
 
-def gate_and_sign(phase: int, items: Sequence[str], *, config: str | None, waivers: str | None,
-                  signoff: Path, device: str = "cpu", jobs: int = 1,
-                  console: Console | None = None, with_html: bool = True,
-                  from_reports: Sequence[str] = ()) -> tuple[GateResult, list[Path]]:
-    """The gate as the CLI runs it: check inputs, replay, print, write the sign-off.
+def judge_phase(phase: int, items: Sequence[str], *, config: str | None, waivers: str | None,
+                device: str = "cpu", jobs: int = 1, from_reports: Sequence[str] = (),
+                progress: ProgressFactory | None = None) -> GateResult:
+    """The gate as the CLI runs it: check the inputs, replay (or read reports), judge.
 
     Args:
         items: trace files, folders or globs; empty means the bundled traces.
         from_reports: judge these saved compare reports (merged) instead of replaying ``items``.
+
+    Raises:
+        UsageError (and the other user errors): bad inputs, before anything is judged.
     """
-    from harness.cli import DEFAULT_TRACE_DIR, expand_traces
     config_path = Path(config) if config else DEFAULT_GATE_CONFIG
     phases = load_gate_config(config_path)
     if phase not in phases:
         raise UsageError(f"--phase {phase}: {config_path} defines phases {sorted(phases)}")
     if jobs < 1:
         raise UsageError(f"--jobs: expected a positive integer, got {jobs}")
-    from harness.commands import make_console
-    console = console or make_console()
     if from_reports:
         if items:
             raise UsageError("--from-report: give saved reports or traces, not both")
-        result = run_gate_from_reports(phases[phase], list(from_reports), config_path=config_path,
-                                       waivers_path=waivers)
-    else:
-        items = list(items) or [str(DEFAULT_TRACE_DIR)]
-        for item in items:
-            if not os.path.exists(item) and not any(ch in item for ch in "*?["):
-                raise UsageError(f"{item}: no such trace file or folder")
-        paths = [_display(p) for p in expand_traces(items)]
-        result = run_gate(phases[phase], paths, config_path=config_path, waivers_path=waivers,
-                          device=device, jobs=jobs, console=console)
-    if result.run.traces:
-        from harness.report.console import RunReport
-        console.print(RunReport(result.run))
-    console.print(GateReport(result))
-    written = write_signoff(result, signoff, with_html=with_html)
-    console.print("sign-off: " + ", ".join(str(p) for p in written), soft_wrap=True)
-    return result, written
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    """``python -m harness gate --phase N [TRACE_OR_FOLDER...]``."""
-    signoff = Path(args.signoff) if args.signoff else default_signoff_path(args.phase)
-    result, _ = gate_and_sign(args.phase, args.traces, config=args.config, waivers=args.waivers,
-                              signoff=signoff, device=args.device, jobs=args.jobs,
-                              from_reports=args.from_report or ())
-    return result.exit_code
+        return run_gate_from_reports(phases[phase], list(from_reports), config_path=config_path,
+                                     waivers_path=waivers)
+    items = list(items) or [str(DEFAULT_TRACE_DIR)]
+    for item in items:
+        if not os.path.exists(item) and not any(ch in item for ch in "*?["):
+            raise UsageError(f"{item}: no such trace file or folder")
+    paths = [display_path(p) for p in expand_traces(items)]
+    return run_gate(phases[phase], paths, config_path=config_path, waivers_path=waivers,
+                    device=device, jobs=jobs, progress=progress)

@@ -10,28 +10,22 @@ so both fail the suite.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from harness.commands import make_console
 from harness import exit_codes
-from harness.cli import DEFAULT_TRACE_DIR, expand_traces
-from harness.errors import UsageError
 from harness.mutants import CATALOGUE, Mutant
 from harness.replay import ReplayOptions, replay_trace
 from harness.results import CallComparison
 from harness.waivers import load_waivers
 
-__all__ = ["HONEST", "MutantOutcome", "MutationReport", "run_mutation_suite", "replay_until_caught",
-           "cmd_mutate"]
+__all__ = ["HONEST", "MutantOutcome", "MutationReport", "run_mutation_suite", "replay_until_caught"]
 
 HONEST = Mutant("honest", "refactored.kv_cache_manager:KVCacheManager",
                 "the refactored manager as shipped")
@@ -210,7 +204,8 @@ def _run_one(mutant: Mutant, paths: Sequence[str], judge: Judge, device: str,
     return MutantOutcome(mutant, first, num_replayed, clock() - start)
 
 
-def run_mutation_suite(trace_paths: Sequence[str], *, console: Console | None = None,
+def run_mutation_suite(trace_paths: Sequence[str], *,
+                       progress: Callable[[str, int, int], None] | None = None,
                        catalogue: Sequence[Mutant] = CATALOGUE, waivers_path: str | None = None,
                        device: str = "cpu",
                        clock: Callable[[], float] = time.perf_counter) -> MutationReport:
@@ -218,7 +213,7 @@ def run_mutation_suite(trace_paths: Sequence[str], *, console: Console | None = 
 
     Args:
         trace_paths: traces to replay, in order (put the cheap, catching ones first).
-        console: shows progress and, at the end, the report table; None runs silently.
+        progress: called as ``(manager name, replays done, replays at most)``.
         catalogue: the mutants to run.
         waivers_path: waiver file; None reads the project's ``waivers.toml``.
         device: torch device of both engines.
@@ -226,44 +221,28 @@ def run_mutation_suite(trace_paths: Sequence[str], *, console: Console | None = 
     """
     paths = tuple(trace_paths)
     judge = load_waivers(waivers_path).judge
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True,
-                        disable=console is None or not console.is_terminal)
-    with progress:
-        task = progress.add_task("mutate: honest", total=len(paths) * (1 + len(catalogue)))
+    total = len(paths) * (1 + len(catalogue))
+    done = 0
 
-        def advance() -> None:
-            progress.advance(task)
+    def advance(name: str, steps: int = 1) -> None:
+        nonlocal done
+        done += steps
+        if progress is not None:
+            progress(name, done, total)
 
-        honest_results = []
-        start = clock()
-        for path in paths:
-            honest_results.append(replay_until_caught(path, HONEST.spec, judge, device=device))
-            advance()
-        failed = tuple(p for p, first in zip(paths, honest_results) if first is not None)
-        honest = MutantOutcome(HONEST, next((f for f in honest_results if f is not None), None),
-                               len(paths), clock() - start)
-        usable = tuple(p for p in paths if p not in failed)
-        outcomes = []
-        for mutant in catalogue:
-            progress.update(task, description=f"mutate: {mutant.name}")
-            outcome = _run_one(mutant, usable, judge, device, clock, advance)
-            progress.advance(task, len(paths) - outcome.num_traces_replayed)
-            outcomes.append(outcome)
-    report = MutationReport(paths, honest, tuple(outcomes), failed)
-    if console is not None:
-        console.print(report)
-    return report
-
-
-def cmd_mutate(args: argparse.Namespace) -> int:
-    """``python -m harness mutate [TRACE...] [--waivers FILE] [--device DEV]``."""
-    paths = expand_traces(args.traces or [str(DEFAULT_TRACE_DIR)])
-    if not paths:
-        raise UsageError(f"no traces found in {' '.join(args.traces) or DEFAULT_TRACE_DIR}")
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise UsageError(f"{missing[0]}: no such trace file")
-    report = run_mutation_suite(paths, console=make_console(),
-                                waivers_path=args.waivers, device=args.device)
-    return report.exit_code
+    honest_results = []
+    start = clock()
+    for path in paths:
+        honest_results.append(replay_until_caught(path, HONEST.spec, judge, device=device))
+        advance(HONEST.name)
+    failed = tuple(p for p, first in zip(paths, honest_results) if first is not None)
+    honest = MutantOutcome(HONEST, next((f for f in honest_results if f is not None), None),
+                           len(paths), clock() - start)
+    usable = tuple(p for p in paths if p not in failed)
+    outcomes = []
+    for mutant in catalogue:
+        outcome = _run_one(mutant, usable, judge, device, clock,
+                           lambda name=mutant.name: advance(name))
+        advance(mutant.name, len(paths) - outcome.num_traces_replayed)
+        outcomes.append(outcome)
+    return MutationReport(paths, honest, tuple(outcomes), failed)

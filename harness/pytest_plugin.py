@@ -79,7 +79,7 @@ class KvTraceItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str | Any:
-        from harness.errors import USER_ERRORS
+        from harness.errors import UserError as USER_ERRORS
         if isinstance(excinfo.value, TraceDivergence):
             return _render(self.config, excinfo.value.result)
         if isinstance(excinfo.value, USER_ERRORS):

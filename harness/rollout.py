@@ -16,7 +16,6 @@ its history must chain (each move starts where the previous one ended) or it is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass, replace
@@ -24,17 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from rich.console import Console
-from rich.table import Table
-
-from harness import exit_codes
 from harness.errors import UsageError
-from harness.replay import file_digest
+from harness.paths import file_digest
+from harness.report.files import atomic_write_text
 from harness.tomlfile import read_toml
 
 __all__ = ["RECORD_SCHEMA", "DEFAULT_RECORD", "Phase", "PHASES", "RolloutEntry", "RolloutRecord",
            "RolloutError", "load_record", "save_record", "record_to_toml", "rollback_steps",
-           "cmd_rollout"]
+           "check_archive", "next_phase", "archive_path", "record_advance", "record_rollback",
+           "phase_info", "now"]
 
 RECORD_SCHEMA = "kvmigrate.rollout/1"
 DEFAULT_RECORD = Path("reports") / "rollout.toml"
@@ -174,97 +171,76 @@ def record_to_toml(record: RolloutRecord) -> str:
 
 
 def save_record(record: RolloutRecord, path: Path) -> None:
-    from harness.report.files import atomic_write_text
     atomic_write_text(path, record_to_toml(record))
 
 
-def _now() -> datetime:
+def now() -> datetime:
+    """The time a move is recorded at (UTC, whole seconds)."""
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def _phase(number: int) -> Phase:
+def phase_info(number: int) -> Phase:
     return PHASES[number]
 
 
-def _status(args: argparse.Namespace, record: RolloutRecord, path: Path, console: Console) -> int:
-    phase = _phase(record.phase)
-    console.print(f"rollout phase {phase.number} ({phase.name}): {phase.serves}")
-    console.print(f"world model: {phase.world_model}")
-    if not path.exists():
-        console.print(f"no rollout record at {path} yet (phase 0)")
-        return exit_codes.OK
-    table = Table(title=f"history ({path})", title_justify="left")
-    for column in ("date", "move", "reason", "sign-off", "digest"):
-        table.add_column(column, overflow="fold")
-    broken = 0
+ArchiveCheck = Literal["ok", "MISSING", "CHANGED", "-"]
+
+
+def check_archive(record: RolloutRecord, path: Path) -> list[tuple[RolloutEntry, ArchiveCheck]]:
+    """Each history entry with the state of its archived sign-off (``-`` for none)."""
+    checked: list[tuple[RolloutEntry, ArchiveCheck]] = []
     for entry in record.history:
-        check = "-"
+        check: ArchiveCheck = "-"
         if entry.signoff is not None:
             archived = path.parent / entry.signoff
             if not archived.exists():
-                check, broken = "MISSING", broken + 1
-            elif file_digest(str(archived)) != entry.signoff_digest:
-                check, broken = "CHANGED", broken + 1
+                check = "MISSING"
+            elif file_digest(archived) != entry.signoff_digest:
+                check = "CHANGED"
             else:
                 check = "ok"
-        table.add_row(entry.date, f"{entry.action} {entry.from_phase} -> {entry.to_phase}",
-                      entry.reason, entry.signoff or "-", check)
-    console.print(table)
-    if broken:
-        console.print(f"{broken} archived sign-off(s) missing or changed since they were recorded")
-        return exit_codes.DIVERGENCE
-    return exit_codes.OK
+        checked.append((entry, check))
+    return checked
 
 
-def _advance(args: argparse.Namespace, record: RolloutRecord, path: Path, console: Console) -> int:
-    from harness.gate import gate_and_sign
-    target = record.phase + 1
-    if target > LAST_PHASE:
-        raise RolloutError(f"already at phase {record.phase} ({_phase(record.phase).name}), "
+def next_phase(record: RolloutRecord) -> int:
+    """The phase an advance would enter; refuses past the last phase."""
+    if record.phase >= LAST_PHASE:
+        raise RolloutError(f"already at phase {record.phase} ({phase_info(record.phase).name}), "
                            f"the last phase")
-    now = _now()
-    archive = path.parent / "rollout" / f"signoff-phase{target}-{now:%Y%m%dT%H%M%SZ}.json"
-    result, _ = gate_and_sign(target, args.traces, config=args.config, waivers=args.waivers,
-                              signoff=archive, device=args.device, jobs=args.jobs,
-                              console=console, with_html=False)
-    if result.exit_code != exit_codes.OK:
-        console.print(f"not advanced: the phase {target} gate says {result.verdict}; "
-                      f"the rollout stays at phase {record.phase}")
-        return result.exit_code
+    return record.phase + 1
+
+
+def archive_path(path: Path, target: int, when: datetime) -> Path:
+    """Where the sign-off of an advance to ``target`` is archived, beside the record."""
+    return path.parent / "rollout" / f"signoff-phase{target}-{when:%Y%m%dT%H%M%SZ}.json"
+
+
+def record_advance(record: RolloutRecord, path: Path, *, archive: Path, when: datetime,
+                   reason: str | None) -> RolloutRecord:
+    """Enter the next phase, whose gate passed with the sign-off at ``archive``; save it."""
+    target = next_phase(record)
     entry = RolloutEntry(action="advance", from_phase=record.phase, to_phase=target,
-                         date=now.isoformat(), reason=args.reason or "gate passed",
+                         date=when.isoformat(), reason=reason or "gate passed",
                          signoff=os.path.relpath(archive, path.parent),
-                         signoff_digest=file_digest(str(archive)))
-    save_record(RolloutRecord(phase=target, history=record.history + (entry,)), path)
-    console.print(f"advanced to phase {target} ({_phase(target).name}); recorded in {path}")
-    return exit_codes.OK
+                         signoff_digest=file_digest(archive))
+    updated = RolloutRecord(phase=target, history=record.history + (entry,))
+    save_record(updated, path)
+    return updated
 
 
-def _rollback(args: argparse.Namespace, record: RolloutRecord, path: Path, console: Console) -> int:
-    if not args.reason or not args.reason.strip():
+def record_rollback(record: RolloutRecord, path: Path, *, reason: str | None,
+                    to: int | None) -> tuple[RolloutRecord, list[str]]:
+    """Move back (one phase, or to ``to``) with a reason; save it; return the plan's steps."""
+    if not reason or not reason.strip():
         raise RolloutError("rollback: --reason is required (it is the record's only account)")
-    target = record.phase - 1 if args.to is None else args.to
+    target = record.phase - 1 if to is None else to
     if not 0 <= target < record.phase:
         raise RolloutError(f"rollback: expected a phase in [0, {record.phase}) to roll back to "
                            f"from phase {record.phase}, got {target}")
     entry = RolloutEntry(action="rollback", from_phase=record.phase, to_phase=target,
-                         date=_now().isoformat(), reason=args.reason.strip())
-    save_record(replace(record, phase=target, history=record.history + (entry,)), path)
+                         date=now().isoformat(), reason=reason.strip())
+    updated = replace(record, phase=target, history=record.history + (entry,))
+    save_record(updated, path)
     left = record.last_signoff(record.phase)
-    console.print(f"rolled back from phase {record.phase} to {target} "
-                  f"({_phase(target).name}); recorded in {path}. Next steps:")
-    for number, step in enumerate(rollback_steps(record.phase, target,
-                                                 left.signoff if left else None), 1):
-        console.print(f"  {number}. {step}")
-    return exit_codes.OK
-
-
-def cmd_rollout(args: argparse.Namespace) -> int:
-    """``python -m harness rollout status | advance | rollback --reason TEXT``."""
-    path = Path(args.record) if args.record else DEFAULT_RECORD
-    record = load_record(path)
-    from harness.commands import make_console
-    console = make_console()
-    console.soft_wrap = True  # message lines carry paths: never wrap them
-    action = {"status": _status, "advance": _advance, "rollback": _rollback}[args.action]
-    return action(args, record, path, console)
+    return updated, rollback_steps(record.phase, target, left.signoff if left else None)

@@ -29,7 +29,7 @@ from filelock import FileLock  # a dependency of torch
 
 from harness.cli import main
 from harness.mutants import AliasingManager
-from harness.replay import file_digest
+from harness.paths import file_digest
 from harness.results import SCHEMA_VERSION
 from harness.scenario import KNOWN_ENVS
 from harness.trace import open_trace

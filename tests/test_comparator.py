@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.compare import (DEFAULT_TOLERANCES, NoiseFloor, Tolerance, ToleranceError,
-                             TolerancePolicy, compare_events, compare_kv, compare_tensor_maps,
+                             TolerancePolicy, compare_events, compare_tensor_maps,
                              compare_tensors, parse_tol_option, slot_differences)
 from harness.results import (SCHEMA_VERSION, CallComparison, EngineTiming, EventDivergence,
                              PoolStats, RunResult, SlotDifference, TensorDivergence, TraceResult)
@@ -227,79 +227,6 @@ def test_tol_option_parses_path_and_tolerances():
         with pytest.raises(ToleranceError) as error:
             parse_tol_option(bad)
         assert "\n" not in str(error.value)
-
-
-# --- KV valid region --------------------------------------------------------------------------
-
-def _kv_layers(num_layers: int, sizes: list[int], seed: int, garbage_seed: int):
-    """KV layers [B=len(sizes), H=2, T=6, hd=4]: equal valid regions, seed-specific tails."""
-    valid = torch.Generator().manual_seed(seed)
-    garbage = torch.Generator().manual_seed(garbage_seed)
-    layers = []
-    for _ in range(num_layers):
-        pair = []
-        for _ in "kv":
-            tensor = torch.randn(len(sizes), 2, 6, 4, generator=garbage) * 1e3
-            for row, size in enumerate(sizes):
-                tensor[row, :, :size] = torch.randn(2, size, 4, generator=valid)
-            pair.append(tensor)
-        layers.append(tuple(pair))
-    return layers
-
-
-def test_kv_comparison_ignores_garbage_beyond_the_valid_size():
-    sizes = [3, 5]
-    expected = _kv_layers(2, sizes, seed=0, garbage_seed=1)
-    actual = _kv_layers(2, sizes, seed=0, garbage_seed=2)
-    assert compare_kv("kv", actual, expected, sizes) == []
-    actual[1][0][1, 1, 4, 2] += 1.0  # inside row 1's valid region
-    divergences = compare_kv("kv", actual, expected, sizes, env_ids=[3, 7])
-    assert [d.path for d in divergences] == ["kv.layer1.k[env7]"]
-    assert divergences[0].worst_index == (1, 4, 2) and divergences[0].expected_shape == (2, 5, 4)
-
-
-def test_kv_sides_may_allocate_different_lengths_and_rows_take_their_path_override():
-    sizes = [3, 5]
-    expected = _kv_layers(1, sizes, seed=0, garbage_seed=1)
-    actual = [tuple(torch.cat([t, torch.full_like(t, math.nan)], dim=2) for t in layer)
-              for layer in expected]  # T = 12 against 6, NaN tails
-    assert compare_kv("kv", actual, expected, sizes) == []
-    actual[0][1][0, 0, 0, 0] += 1e-3
-    loose_row0 = TolerancePolicy((("kv.*.v[env0]", Tolerance(0.0, 1e-2)),))
-    assert compare_kv("kv", actual, expected, sizes, policy=loose_row0) == []
-    assert [d.path for d in compare_kv("kv", actual, expected, sizes)] == ["kv.layer0.v[env0]"]
-
-
-def test_kv_dtype_mismatch_is_one_divergence_per_tensor():
-    sizes = [2, 2]
-    expected = _kv_layers(1, sizes, seed=0, garbage_seed=1)
-    actual = [tuple(t.double() for t in layer) for layer in expected]
-    assert [(d.path, d.kind) for d in compare_kv("kv", actual, expected, sizes)] == [
-        ("kv.layer0.k", "dtype"), ("kv.layer0.v", "dtype")]
-
-
-def test_kv_rows_with_different_valid_sizes_are_shape_divergences():
-    sizes = [3, 5]
-    layers = _kv_layers(1, sizes, seed=0, garbage_seed=1)
-    divergences = compare_kv("kv", layers, layers, sizes, actual_sizes=[3, 4])
-    assert [(d.path, d.kind) for d in divergences] == [("kv.layer0.k[env1]", "shape"),
-                                                     ("kv.layer0.v[env1]", "shape")]
-
-
-def test_kv_layer_missing_on_one_side_is_reported_per_tensor():
-    sizes = [2]
-    layers = _kv_layers(2, sizes, seed=0, garbage_seed=1)
-    divergences = compare_kv("kv", layers[:1], layers, sizes)
-    assert [(d.path, d.kind) for d in divergences] == [("kv.layer1.k", "missing"),
-                                                     ("kv.layer1.v", "missing")]
-
-
-def test_kv_sizes_that_do_not_fit_the_tensors_raise():
-    layers = _kv_layers(1, [2, 2], seed=0, garbage_seed=1)
-    with pytest.raises(ValueError, match=r"valid sizes \[7\] are outside \[0, T=6\]"):
-        compare_kv("kv", layers, layers, [2, 7])
-    with pytest.raises(ValueError, match="one entry per row"):
-        compare_kv("kv", layers, layers, [2, 2], env_ids=[0])
 
 
 # --- events -----------------------------------------------------------------------------------

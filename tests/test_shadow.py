@@ -164,7 +164,7 @@ def test_a_candidate_error_is_a_divergence_in_shadow_mode(config):
     model.clear_caches(reason="periodic")
     (found,) = model.divergences
     assert found.classification == "error"
-    assert found.engine_error == "control: ok; candidate: RuntimeError: boom"
+    assert found.engine_error == "control returned; candidate raised RuntimeError: boom"
 
 
 def test_the_shadow_run_renders_as_a_comparison_report(scenario, config):

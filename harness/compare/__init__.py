@@ -4,13 +4,12 @@ Results are the records of :mod:`harness.results`; this package decides, it does
 """
 
 from harness.compare.events import compare_events, decision_fields, slot_differences
-from harness.compare.kv import compare_kv
 from harness.compare.tensors import (DEFAULT_TOLERANCES, NanPolicy, NoiseFloor, Tolerance,
                                      ToleranceError, TolerancePolicy,
                                      compare_tensor_maps, compare_tensors, default_tolerance,
                                      parse_tol_option)
 
 __all__ = ["DEFAULT_TOLERANCES", "NanPolicy", "NoiseFloor", "Tolerance", "ToleranceError",
-           "TolerancePolicy", "compare_events", "compare_kv", "compare_tensor_maps",
+           "TolerancePolicy", "compare_events", "compare_tensor_maps",
            "compare_tensors", "decision_fields", "default_tolerance", "parse_tol_option",
            "slot_differences"]

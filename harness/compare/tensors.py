@@ -25,6 +25,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
+from harness.errors import UserError
 from harness.results import TensorDivergence
 
 __all__ = ["NanPolicy", "ToleranceError", "Tolerance", "DEFAULT_TOLERANCES", "default_tolerance",
@@ -35,7 +36,7 @@ NanPolicy = Literal["equal", "fail"]
 _NAN_POLICIES = ("equal", "fail")
 
 
-class ToleranceError(ValueError):
+class ToleranceError(UserError):
     """A tolerance setting is malformed; the message is one line naming the value."""
 
 

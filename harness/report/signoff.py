@@ -8,8 +8,6 @@ the comparison page of :mod:`harness.report.html` (either is skipped when its re
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,39 +16,12 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.report.files import atomic_write_text
+from harness.versions import versions
 
 if TYPE_CHECKING:
     from harness.gate import GateResult
 
 __all__ = ["versions", "write_signoff", "GateReport"]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _git_state() -> dict[str, Any]:
-    def git(*argv: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip()
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
-
-
-def versions() -> dict[str, Any]:
-    """Interpreter, packages and source revision the gate ran with."""
-    from importlib import metadata
-    out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("kvmigrate", "torch", "numpy", "rich", "deepdiff", "xxhash", "gymnasium"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return {**out, **_git_state()}
-
 
 def _markdown_preamble(result: "GateResult") -> str:
     c = result.criteria

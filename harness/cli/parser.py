@@ -1,54 +1,28 @@
-"""``python -m harness``: capture, inspect and compare traces (and the rollout tools).
-
-Exit codes (decided in one place, :mod:`harness.exit_codes`): 0 equivalent / pass, 1 divergence
-or criteria unmet, 2 bad input or usage, 3 insufficient evidence. User errors print one line on
-stderr and never a traceback.
-"""
+"""The command line of ``python -m harness``: argparse only."""
 
 from __future__ import annotations
 
 import argparse
-import glob
-import logging
-import os
-import sys
-from pathlib import Path
-from typing import Callable, Sequence
 
-from harness import exit_codes
-from harness.errors import USER_ERRORS, UsageError
+from harness.errors import UsageError
 
-__all__ = ["main", "build_parser", "expand_traces", "DEFAULT_TRACE_DIR"]
-
-DEFAULT_TRACE_DIR = Path(__file__).resolve().parents[1] / "scenarios" / "traces"
-TRACE_SUFFIX = ".kvtrace"
+__all__ = ["build_parser"]
 
 
-def _relative(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it (stable report names)."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error:`` line (exit 2), not a usage dump."""
 
-
-def expand_traces(items: Sequence[str]) -> list[str]:
-    """Files as given, folders expanded to their ``*.kvtrace`` files (sorted); globs expanded."""
-    paths: list[str] = []
-    items = [_relative(item) for item in items]
-    for item in items:
-        if os.path.isdir(item):
-            paths.extend(sorted(str(p) for p in Path(item).glob(f"*{TRACE_SUFFIX}")))
-        elif any(ch in item for ch in "*?["):
-            paths.extend(sorted(glob.glob(item)))
-        else:
-            paths.append(item)
-    return paths
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control", default="legacy",
                         help="control engine: legacy, refactored, golden or package.module:Attr")
     parser.add_argument("--candidate", default="refactored", help="candidate engine (same forms)")
-    parser.add_argument("--manager", help="package.module:Class replacing the refactored KVCacheManager")
+    parser.add_argument("--manager",
+                        help="package.module:Class replacing the refactored KVCacheManager "
+                             "(refactored candidates only)")
     parser.add_argument("--tol", action="append", default=[], metavar="PATH=RTOL,ATOL",
                         help="per-tensor tolerance override (glob on the tensor path); repeatable")
     parser.add_argument("--tolerances", metavar="FILE", help="TOML file of tolerance overrides")
@@ -67,32 +41,18 @@ def _add_gate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=1, help="replay traces in N processes")
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one ``error:`` line (exit 2), not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see --help)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m harness",
-                                     description="kvmigrate: legacy vs refactored KV cache harness")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: the models are small and extra "
-                             "threads only spin against each other)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_capture(sub: argparse._SubParsersAction) -> None:
     capture = sub.add_parser("capture", help="run a scenario and record every imagine call")
     capture.add_argument("scenario", help="scenario TOML file")
     capture.add_argument("-o", "--output", required=True, help="trace file to write")
     capture.add_argument("--engine", default="legacy", help="world model that produces the trace")
     capture.add_argument("--device", default="cpu")
     capture.add_argument("--steps", type=int, help="override the scenario's step count")
-
     inspect = sub.add_parser("inspect", help="summarise a trace")
     inspect.add_argument("trace")
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser("compare", help="replay traces through control and candidate")
     compare.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
     _add_compare_options(compare)
@@ -101,7 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", metavar="PATH", help="JSON report path (default reports/compare.json)")
     compare.add_argument("--markdown", metavar="PATH", help="also write a Markdown summary")
     compare.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+    merge = sub.add_parser("merge", help="combine shard JSON reports into one result")
+    merge.add_argument("reports", nargs="+", help="JSON reports written by compare --shard K/N")
+    merge.add_argument("-o", "--output", default="reports/compare.json", help="merged JSON report")
+    merge.add_argument("--markdown", metavar="PATH", help="also write a Markdown summary")
+    merge.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
 
+
+def _add_gate(sub: argparse._SubParsersAction) -> None:
     gate = sub.add_parser("gate", help="judge a rollout phase's criteria (gate.toml); sign-off")
     gate.add_argument("--phase", type=int, required=True, help="the phase to enter: 1, 2 or 3")
     gate.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
@@ -111,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--from-report", action="append", metavar="REPORT.json",
                       help="judge saved compare reports (e.g. CI shards; repeatable) instead of "
                            "replaying traces")
-
     rollout = sub.add_parser("rollout", help="the rollout record: status, advance, rollback")
     rollout_sub = rollout.add_subparsers(dest="action", required=True, parser_class=_Parser)
     for name, text in (("status", "current phase and history"),
@@ -126,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = rollout_sub.choices["rollback"]
     rollback.add_argument("--reason", required=True, help="what went wrong")
     rollback.add_argument("--to", type=int, help="phase to return to (default: one back)")
+
+
+def _add_live_and_mutate(sub: argparse._SubParsersAction) -> None:
     live = sub.add_parser("live", help="run a scenario live with the refactored cache beside legacy "
                                        "(phase 1 shadow / phase 2 validate)")
     live.add_argument("scenario", help="scenario TOML file")
@@ -137,54 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--steps", type=int, help="override the scenario's step count")
     live.add_argument("--device", default="cpu")
     live.add_argument("--json", default="reports/live.json", help="JSON report path")
-    merge = sub.add_parser("merge", help="combine shard JSON reports into one result")
-    merge.add_argument("reports", nargs="+", help="JSON reports written by compare --shard K/N")
-    merge.add_argument("-o", "--output", default="reports/compare.json", help="merged JSON report")
-    merge.add_argument("--markdown", metavar="PATH", help="also write a Markdown summary")
-    merge.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
     mutate = sub.add_parser("mutate", help="mutation self-test: faulty managers must all be caught")
     mutate.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
     mutate.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
     mutate.add_argument("--device", default="cpu", help="torch device for live engines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m harness",
+                     description="kvmigrate: legacy vs refactored KV cache harness")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: the models are small and extra "
+                             "threads only spin against each other)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_capture(sub)
+    _add_compare(sub)
+    _add_gate(sub)
+    _add_live_and_mutate(sub)
     return parser
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-
-
-def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
-    from harness import commands, gate, mutate, rollout
-    return {"capture": commands.cmd_capture, "inspect": commands.cmd_inspect,
-            "compare": commands.cmd_compare, "gate": gate.cmd_gate,
-            "rollout": rollout.cmd_rollout, "mutate": mutate.cmd_mutate,
-            "merge": commands.cmd_merge, "live": commands.cmd_live}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    except SystemExit as exc:  # --help
-        return exit_codes.BAD_INPUT if exc.code not in (0, None) else exit_codes.OK
-    _configure_logging(args.verbose)
-    if args.threads < 1:
-        print(f"error: --threads: expected a positive integer, got {args.threads}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    import torch
-    torch.set_num_threads(args.threads)
-    try:
-        return _commands()[args.command](args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -1,0 +1,120 @@
+"""``gate``, ``rollout`` and ``mutate``: the rollout tools, argparse in, printing out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness import exit_codes, rollout
+from harness.cli.console import make_console, make_progress, replay_progress
+from harness.errors import UsageError
+from harness.gate import GateResult, default_signoff_path, judge_phase
+from harness.mutate import run_mutation_suite
+from harness.paths import DEFAULT_TRACE_DIR, expand_traces
+from harness.report.console import RunReport
+from harness.report.signoff import GateReport, write_signoff
+
+__all__ = ["cmd_gate", "cmd_rollout", "cmd_mutate"]
+
+
+def _gate(phase: int, args: argparse.Namespace, console: Console, signoff: Path, *,
+          with_html: bool = True) -> GateResult:
+    """Judge ``phase`` on the command line's inputs, print the reports, write the sign-off."""
+    with make_progress(console) as progress:
+        result = judge_phase(phase, args.traces, config=args.config, waivers=args.waivers,
+                             device=args.device, jobs=args.jobs,
+                             from_reports=getattr(args, "from_report", None) or (),
+                             progress=replay_progress(progress))
+    if result.run.traces:
+        console.print(RunReport(result.run))
+    console.print(GateReport(result))
+    written = write_signoff(result, signoff, with_html=with_html)
+    console.print("sign-off: " + ", ".join(str(p) for p in written), soft_wrap=True)
+    return result
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """``python -m harness gate --phase N [TRACE_OR_FOLDER...]``."""
+    signoff = Path(args.signoff) if args.signoff else default_signoff_path(args.phase)
+    return _gate(args.phase, args, make_console(), signoff).exit_code
+
+
+def _status(args: argparse.Namespace, record: rollout.RolloutRecord, path: Path,
+            console: Console) -> int:
+    phase = rollout.phase_info(record.phase)
+    console.print(f"rollout phase {phase.number} ({phase.name}): {phase.serves}")
+    console.print(f"world model: {phase.world_model}")
+    if not path.exists():
+        console.print(f"no rollout record at {path} yet (phase 0)")
+        return exit_codes.OK
+    table = Table(title=f"history ({path})", title_justify="left")
+    for column in ("date", "move", "reason", "sign-off", "digest"):
+        table.add_column(column, overflow="fold")
+    checked = rollout.check_archive(record, path)
+    for entry, check in checked:
+        table.add_row(entry.date, f"{entry.action} {entry.from_phase} -> {entry.to_phase}",
+                      entry.reason, entry.signoff or "-", check)
+    console.print(table)
+    broken = sum(check in ("MISSING", "CHANGED") for _, check in checked)
+    if broken:
+        console.print(f"{broken} archived sign-off(s) missing or changed since they were recorded")
+        return exit_codes.DIVERGENCE
+    return exit_codes.OK
+
+
+def _advance(args: argparse.Namespace, record: rollout.RolloutRecord, path: Path,
+             console: Console) -> int:
+    target = rollout.next_phase(record)
+    when = rollout.now()
+    archive = rollout.archive_path(path, target, when)
+    result = _gate(target, args, console, archive, with_html=False)
+    if result.exit_code != exit_codes.OK:
+        console.print(f"not advanced: the phase {target} gate says {result.verdict}; "
+                      f"the rollout stays at phase {record.phase}")
+        return result.exit_code
+    rollout.record_advance(record, path, archive=archive, when=when, reason=args.reason)
+    console.print(f"advanced to phase {target} ({rollout.phase_info(target).name}); "
+                  f"recorded in {path}")
+    return exit_codes.OK
+
+
+def _rollback(args: argparse.Namespace, record: rollout.RolloutRecord, path: Path,
+              console: Console) -> int:
+    updated, steps = rollout.record_rollback(record, path, reason=args.reason, to=args.to)
+    console.print(f"rolled back from phase {record.phase} to {updated.phase} "
+                  f"({rollout.phase_info(updated.phase).name}); recorded in {path}. Next steps:")
+    for number, step in enumerate(steps, 1):
+        console.print(f"  {number}. {step}")
+    return exit_codes.OK
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """``python -m harness rollout status | advance | rollback --reason TEXT``."""
+    path = Path(args.record) if args.record else rollout.DEFAULT_RECORD
+    record = rollout.load_record(path)
+    console = make_console()
+    console.soft_wrap = True  # message lines carry paths: never wrap them
+    action = {"status": _status, "advance": _advance, "rollback": _rollback}[args.action]
+    return action(args, record, path, console)
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    """``python -m harness mutate [TRACE...] [--waivers FILE] [--device DEV]``."""
+    paths = expand_traces(args.traces or [str(DEFAULT_TRACE_DIR)])
+    if not paths:
+        raise UsageError(f"no traces found in {' '.join(args.traces) or DEFAULT_TRACE_DIR}")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"{missing[0]}: no such trace file")
+    console = make_console()
+    with make_progress(console) as progress:
+        task = progress.add_task("mutate", total=None)
+        report = run_mutation_suite(
+            paths, waivers_path=args.waivers, device=args.device,
+            progress=lambda name, done, total: progress.update(
+                task, description=f"mutate: {name}", completed=done, total=total))
+    console.print(report)
+    return report.exit_code

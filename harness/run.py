@@ -1,0 +1,121 @@
+"""Run orchestration: one comparison over many traces (in processes, sharded), and saved runs.
+
+A library: no argparse, no printing. Progress reaches the caller through a callback factory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from harness.compare import ToleranceError, TolerancePolicy, parse_tol_option
+from harness.errors import UsageError
+from harness.replay import ReplayOptions, candidate_name, replay_trace
+from harness.results import RunResult, TraceResult
+from harness.tomlfile import read_toml
+from harness.waivers import load_waivers
+
+__all__ = ["run_comparison", "shard_paths", "build_policy", "load_run", "merge_runs",
+           "ProgressFactory"]
+
+ProgressFactory = Callable[[str], Callable[[int, int], None]]
+"""Given a trace path, a callback ``(calls done, calls total)`` for its replay."""
+
+
+def shard_paths(paths: Sequence[str], shard: str | None) -> list[str]:
+    """Deterministic split: shard ``K/N`` takes every N-th trace of the sorted list from K-1."""
+    if shard is None:
+        return list(paths)
+    try:
+        k, n = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard: expected K/N with integers, got {shard!r}") from None
+    if not 1 <= k <= n:
+        raise UsageError(f"--shard: expected 1 <= K <= N, got {shard!r}")
+    return [p for i, p in enumerate(sorted(paths)) if i % n == k - 1]
+
+
+def build_policy(tolerances_path: str | None, tol_options: Iterable[str] = (),
+                 nan: str | None = None) -> TolerancePolicy:
+    """The tolerance policy of a tolerance file, then ``--tol`` overrides, then ``--nan``."""
+    data: dict = {}
+    if tolerances_path:
+        data = read_toml(tolerances_path, UsageError, "tolerance file")
+    try:
+        policy = TolerancePolicy.from_mapping(data) if data else TolerancePolicy()
+    except ToleranceError as exc:
+        raise UsageError(f"{tolerances_path}: {exc}") from None
+    policy = policy.with_overrides(parse_tol_option(text) for text in tol_options)
+    if nan is not None:
+        policy = TolerancePolicy(overrides=policy.overrides, nan=nan)
+    return policy
+
+
+def _init_worker(num_threads: int) -> None:
+    """A spawned worker starts with torch's default thread count; give it the parent's."""
+    import torch
+    torch.set_num_threads(num_threads)
+
+
+def _replay_one(path: str, options: ReplayOptions, waivers_path: str | None) -> TraceResult:
+    return replay_trace(path, options, judge=load_waivers(waivers_path).judge)
+
+
+def run_comparison(paths: Sequence[str], options: ReplayOptions, *, waivers_path: str | None,
+                   jobs: int = 1, progress: ProgressFactory | None = None) -> RunResult:
+    """Replay every trace (in ``jobs`` processes when > 1) and collect one RunResult."""
+    created = datetime.now(timezone.utc)
+    if jobs > 1 and len(paths) > 1:
+        import multiprocessing
+
+        import torch
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                                 initargs=(torch.get_num_threads(),)) as pool:
+            results = list(pool.map(partial(_replay_one, options=options, waivers_path=waivers_path),
+                                    paths))
+    else:
+        judge = load_waivers(waivers_path).judge
+        results = [replay_trace(path, options, judge=judge,
+                                progress=progress(path) if progress else None) for path in paths]
+    return RunResult(created_at=created, control_engine=options.control,
+                     candidate_engine=candidate_name(options), manager_spec=options.manager,
+                     tolerances=options.policy.to_dict(), traces=tuple(results))
+
+
+def load_run(path: str) -> RunResult:
+    """Read a JSON compare report; one-line errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return RunResult.from_dict(data)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such report file") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not a JSON report ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{path}: not a kvmigrate compare report ({exc})") from None
+
+
+def merge_runs(runs: Sequence[RunResult], sources: Sequence[str]) -> RunResult:
+    """One RunResult from shard reports of the same comparison (same engines and tolerances)."""
+    first = runs[0]
+    for run, source in zip(runs[1:], sources[1:]):
+        for name in ("control_engine", "candidate_engine", "manager_spec", "tolerances"):
+            if getattr(run, name) != getattr(first, name):
+                raise UsageError(f"{source}: {name} {getattr(run, name)!r} differs from "
+                                 f"{sources[0]}'s {getattr(first, name)!r}; only shards of one "
+                                 f"comparison can be merged")
+    traces = sorted((trace for run in runs for trace in run.traces), key=lambda t: t.trace_path)
+    counts = Counter(trace.trace_path for trace in traces)
+    duplicates = sorted(path for path, count in counts.items() if count > 1)
+    if duplicates:
+        raise UsageError(f"trace(s) {', '.join(duplicates)} appear in more than one report")
+    return RunResult(created_at=min(run.created_at for run in runs), control_engine=first.control_engine,
+                     candidate_engine=first.candidate_engine, manager_spec=first.manager_spec,
+                     tolerances=first.tolerances, traces=tuple(traces))
