@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TRACES := $(wildcard scenarios/traces/*.kvtrace)
 PHASE ?= 2
 
-.PHONY: venv test compare capture mutate gate bench clean
+.PHONY: venv test lint compare capture mutate gate bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
+
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

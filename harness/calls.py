@@ -45,6 +45,9 @@ class RecurrentCall:
     search_depth: np.ndarray      # [B] int64
     start_pos: np.ndarray         # [B] int64
     simulation_index: int
+    # Per row, the (record index, row) whose output latent this row is; None where unknown.
+    # Provenance written by the recorder; the closed-loop replay feeds engines by it.
+    latent_source: tuple[tuple[int, int] | None, ...] | None = None
     kind: str = field(default="recurrent", init=False)
 
 
@@ -137,6 +140,9 @@ def call_to_record(call: Call, outputs: Mapping[str, torch.Tensor],
         arrays.update({f"in/{name}": getattr(call, name) for name in names})
         if isinstance(call, RecurrentCall):
             inputs["simulation_index"] = call.simulation_index
+            if call.latent_source is not None:
+                inputs["latent_source"] = [None if s is None else list(s)
+                                           for s in call.latent_source]
     elif isinstance(call, ClearCall):
         inputs = {"op": call.op, "reason": call.reason, "env": call.env}
     elif isinstance(call, WeightsCall):
@@ -154,6 +160,36 @@ def _array(arrays: Mapping[str, np.ndarray], name: str, where: str) -> np.ndarra
     return arrays[name]
 
 
+def _int(inputs: Mapping[str, Any], name: str, where: str) -> int:
+    value = inputs.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CallFormatError(f"{where}: inputs.{name}: expected an integer, got {value!r}")
+    return value
+
+
+def _latent_source(data: Any, index: int, latent_state: np.ndarray,
+                   where: str) -> tuple[tuple[int, int] | None, ...] | None:
+    """Validate recorded provenance: one ``[record, row]`` (an earlier record) or null per row."""
+    if data is None:
+        return None
+    rows = latent_state.shape[0] if latent_state.ndim else 0
+    if not isinstance(data, list) or len(data) != rows:
+        raise CallFormatError(f"{where}: inputs.latent_source: expected a list of {rows} "
+                              f"[record, row] pairs or nulls")
+    sources: list[tuple[int, int] | None] = []
+    for item in data:
+        if item is None:
+            sources.append(None)
+            continue
+        if (not isinstance(item, list) or len(item) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+                or not 0 <= item[0] < index or item[1] < 0):
+            raise CallFormatError(f"{where}: inputs.latent_source: expected [record, row] with "
+                                  f"0 <= record < {index} and row >= 0, got {item!r}")
+        sources.append((item[0], item[1]))
+    return tuple(sources)
+
+
 def call_from_record(index: int, kind: str, meta: Mapping[str, Any],
                      arrays: Mapping[str, np.ndarray], where: str = "trace") -> RecordedCall:
     """Rebuild a RecordedCall from a trace record; raises CallFormatError naming the bad field."""
@@ -166,9 +202,13 @@ def call_from_record(index: int, kind: str, meta: Mapping[str, Any],
             call: Call = RootCall(*(_array(arrays, f"in/{n}", where) for n in
                                     ("last_obs", "last_actions", "current_obs", "start_pos")))
         elif kind == "recurrent":
-            call = RecurrentCall(*(_array(arrays, f"in/{n}", where) for n in
-                                   ("latent_state", "actions", "search_depth", "start_pos")),
-                                 simulation_index=int(inputs["simulation_index"]))
+            latent_state, actions, search_depth, start_pos = (
+                _array(arrays, f"in/{n}", where)
+                for n in ("latent_state", "actions", "search_depth", "start_pos"))
+            call = RecurrentCall(latent_state, actions, search_depth, start_pos,
+                                 simulation_index=_int(inputs, "simulation_index", where),
+                                 latent_source=_latent_source(inputs.get("latent_source"), index,
+                                                              latent_state, where))
         elif kind == "clear":
             if inputs.get("op") not in CLEAR_OPS:
                 raise CallFormatError(f"{where}: inputs.op: expected one of {CLEAR_OPS}, "

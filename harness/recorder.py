@@ -7,6 +7,7 @@ unrecorded one; the call, the outputs and the drained cache events become one tr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 from datetime import datetime, timezone
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.calls import Call, WeightsCall, call_to_record, invoke
+from harness.calls import Call, RecurrentCall, WeightsCall, call_to_record, invoke
+from harness.lineage import LatentLineage
 from harness.proxy import WorldModelProxy, copy_array
 from harness.trace import TraceWriter
 
@@ -65,6 +67,7 @@ class TraceRecorder(WorldModelProxy):
         self.model = model
         self._writer = writer
         self._num_records = 0
+        self._lineage = LatentLineage()
         model.record_events(True)
         model.take_events()
         self._record(WeightsCall(state={k: copy_array(v) for k, v in model.net.state_dict().items()},
@@ -80,6 +83,12 @@ class TraceRecorder(WorldModelProxy):
         self._num_records += 1
 
     def _run(self, call: Call) -> dict[str, torch.Tensor]:
+        if isinstance(call, RecurrentCall):
+            call = dataclasses.replace(call, latent_source=self._lineage.sources(call.latent_state))
+        index = self._num_records
         outputs = invoke(self.model, call)
         self._record(call, outputs)
+        latent = outputs.get("latent")
+        self._lineage.observe(index, call,
+                              None if latent is None else latent.detach().cpu().numpy())
         return outputs

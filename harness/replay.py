@@ -1,7 +1,9 @@
 """Replay one trace through a control and a candidate engine, call by call, and compare.
 
 Each engine keeps its own cache state across the whole trace and is fed the recorded inputs
-(cloned per engine). The two engines run interleaved, alternating which goes first, so their
+(cloned per engine): open loop. Closed loop (``loop="closed"``) feeds each engine its own earlier
+output latents where the trace recorded the producer's (:mod:`harness.lineage`), as MCTS does, so
+a candidate that differs from the control in the last bit still finds its own cache keys. The two engines run interleaved, alternating which goes first, so their
 timings see the same machine state. Every call pair is judged by the one accumulator
 (:class:`~harness.experiment.TraceAccumulator`) the live wrapper uses too. Memory stays flat:
 records stream from disk and only the first ``max_kept`` diverging calls keep their detail.
@@ -10,19 +12,24 @@ records stream from disk and only the first ``max_kept`` diverging calls keep th
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Literal
 
 from harness.calls import call_from_record
 from harness.compare import TolerancePolicy
 from harness.engines import Engine, build_engine, check_engine_options, check_isolation, engine_label
+from harness.errors import UsageError
 from harness.experiment import Judge, TraceAccumulator
+from harness.lineage import ClosedLoop
 from harness.paths import file_digest
 from harness.recorder import TRACE_SCHEMA
 from harness.results import TraceResult
 from harness.trace import TraceError, open_trace
 from unizero.config import WorldModelConfig
 
-__all__ = ["ReplayOptions", "replay_trace", "rejudge", "candidate_name"]
+__all__ = ["ReplayOptions", "replay_trace", "rejudge", "candidate_name", "LOOPS", "Loop"]
+
+Loop = Literal["open", "closed"]
+LOOPS: tuple[Loop, ...] = ("open", "closed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +43,13 @@ class ReplayOptions:
     device: str = "cpu"
     self_check: bool = False
     max_kept: int = 200
+    loop: Loop = "open"
 
     def __post_init__(self) -> None:
         if not self.self_check:
             check_engine_options(self.candidate, self.manager)
+        if self.loop not in LOOPS:
+            raise UsageError(f"--loop: expected one of {', '.join(LOOPS)}, got {self.loop!r}")
 
 
 def candidate_name(options: ReplayOptions) -> str:
@@ -77,14 +87,22 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
         control, candidate = _build_engines(config, options)
         accumulator = TraceAccumulator(path, control.name, candidate.name, options.policy,
                                        judge=judge, max_kept=options.max_kept)
+        loop = ClosedLoop() if options.loop == "closed" else None
+        engines = {"control": control, "candidate": candidate}
         for record in reader:
             recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
                                         where=path)
-            pair = (control, candidate) if record.index % 2 == 0 else (candidate, control)
-            first, second = (engine.apply(recorded) for engine in pair)
-            observed_control, observed_candidate = ((first, second) if pair[0] is control
-                                                    else (second, first))
-            accumulator.observe(recorded, observed_control, observed_candidate)
+            order = ("control", "candidate") if record.index % 2 == 0 else ("candidate", "control")
+            observed = {}
+            for role in order:
+                engine = engines[role]
+                fed = recorded if loop is None else loop.feed(role, recorded)
+                observed[role] = engine.apply(fed)
+                if loop is not None:
+                    loop.observe(role, recorded, observed[role])
+            if loop is not None:
+                loop.record(recorded)
+            accumulator.observe(recorded, observed["control"], observed["candidate"])
             if progress:
                 progress(accumulator.num_calls, reader.num_records)
         if reader.truncated:

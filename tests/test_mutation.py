@@ -22,7 +22,8 @@ from harness import exit_codes
 from harness.calls import RootCall, call_from_record
 from harness.errors import UsageError
 from harness.mutants import CATALOGUE, Mutant, mutant_named
-from harness.mutate import (HONEST, MutantOutcome, MutationReport, cmd_mutate, replay_until_caught,
+from harness.cli.phases import cmd_mutate
+from harness.mutate import (HONEST, MutantOutcome, MutationReport, replay_until_caught,
                             run_mutation_suite)
 from harness.recorder import TraceRecorder, make_header
 from harness.results import CallComparison, EventDivergence

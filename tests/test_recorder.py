@@ -166,7 +166,7 @@ def assert_same_array(actual: np.ndarray, expected: np.ndarray, where: str, *,
 def assert_same_call(recorded: Call, seen: Call, where: str, *, dtype: bool = True) -> None:
     assert recorded.kind == seen.kind, f"{where}: recorded {recorded.kind}, saw {seen.kind}"
     for f in dataclasses.fields(recorded):
-        if not f.init:
+        if not f.init or f.name == "latent_source":  # provenance the recorder adds, not an input
             continue
         ours, theirs = getattr(recorded, f.name), getattr(seen, f.name)
         if isinstance(ours, np.ndarray):
@@ -408,3 +408,22 @@ def test_list_inputs_and_missing_start_positions_are_recorded_as_canonical_array
     assert_same_array(recurrent.call.search_depth, np.zeros(2, dtype=np.int64), "search_depth")
     assert_same_array(recurrent.call.start_pos, np.zeros(2, dtype=np.int64), "recurrent start_pos")
     assert recurrent.call.simulation_index == 1
+
+
+def test_each_recurrent_latent_names_the_earlier_output_it_came_from(capture):
+    """Provenance: every row's source is an earlier record whose output row has its exact bits."""
+    by_index = {record.index: record for record in capture.records}
+    num_sourced = 0
+    for record in capture.records:
+        call = record.call
+        if not isinstance(call, RecurrentCall):
+            continue
+        assert call.latent_source is not None and len(call.latent_source) == len(call.latent_state)
+        for row, source in enumerate(call.latent_source):
+            assert source is not None, f"record {record.index} row {row}: no source"
+            index, source_row = source
+            assert index < record.index
+            produced = by_index[index].outputs["latent"][source_row]
+            assert produced.tobytes() == call.latent_state[row].tobytes()
+            num_sourced += 1
+    assert num_sourced > 0

@@ -125,7 +125,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs: expected a positive integer, got {args.jobs}")
     options = ReplayOptions(control=args.control, candidate=args.candidate, manager=args.manager,
                             policy=build_policy(args.tolerances, args.tol, args.nan),
-                            device=args.device, self_check=args.self_check)
+                            device=args.device, self_check=args.self_check, loop=args.loop)
     waivers = load_waivers(args.waivers)
     console = make_console()
     with make_progress(console) as progress:

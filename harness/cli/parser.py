@@ -32,6 +32,9 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for live engines (cpu, cuda)")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="replay traces in N processes")
     parser.add_argument("--shard", metavar="K/N", help="replay only shard K of N (1-based)")
+    parser.add_argument("--loop", choices=("open", "closed"), default="open",
+                        help="open: feed both engines the recorded inputs (default); closed: feed "
+                             "each engine its own earlier output latents, as MCTS does")
 
 
 def _add_gate_options(parser: argparse.ArgumentParser) -> None:

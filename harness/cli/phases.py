@@ -15,7 +15,7 @@ from harness.gate import GateResult, default_signoff_path, judge_phase
 from harness.mutate import run_mutation_suite
 from harness.paths import DEFAULT_TRACE_DIR, expand_traces
 from harness.report.console import RunReport
-from harness.report.signoff import GateReport, write_signoff
+from harness.signoff import GateReport, write_signoff
 
 __all__ = ["cmd_gate", "cmd_rollout", "cmd_mutate"]
 

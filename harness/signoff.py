@@ -1,4 +1,4 @@
-"""The gate's sign-off: versions of what ran, the sign-off files, and the console form.
+"""The gate's sign-off: the sign-off files, and the console form.
 
 The JSON sign-off (schema ``kvmigrate.signoff/1``) is the record; the Markdown form puts the
 criteria table above the comparison page of :mod:`harness.report.markdown`, and the HTML form is
@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
+from harness.gate import GateResult
 from harness.report.files import atomic_write_text
-from harness.versions import versions
 
-if TYPE_CHECKING:
-    from harness.gate import GateResult
+__all__ = ["write_signoff", "GateReport"]
 
-__all__ = ["versions", "write_signoff", "GateReport"]
 
-def _markdown_preamble(result: "GateResult") -> str:
+def _markdown_preamble(result: GateResult) -> str:
     c = result.criteria
     lines = [f"# Gate phase {c.phase} ({c.name}): {result.verdict} (exit {result.exit_code})", "",
              c.description, "", "| criterion | required | observed | status |",
@@ -36,7 +34,7 @@ def _markdown_preamble(result: "GateResult") -> str:
     return "\n".join(lines) + "\n\n---\n\n"
 
 
-def write_signoff(result: "GateResult", json_path: Path, *, with_html: bool = True) -> list[Path]:
+def write_signoff(result: GateResult, json_path: Path, *, with_html: bool = True) -> list[Path]:
     """Write the sign-off JSON, and its Markdown and HTML forms when those renderers exist.
 
     The HTML form (about 100 kB) is left out with ``with_html=False``, as the rollout's
@@ -69,7 +67,7 @@ class GateReport:
 
     _STYLES = {"pass": "green", "fail": "bold red", "insufficient": "bold yellow", "info": "dim"}
 
-    def __init__(self, result: "GateResult") -> None:
+    def __init__(self, result: GateResult) -> None:
         self.result = result
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
