@@ -26,7 +26,8 @@ from harness import exit_codes
 from harness.errors import UsageError
 from harness.experiment import COVERAGE_PATHS
 from harness.paths import DEFAULT_TRACE_DIR, ROOT, display_path, expand_traces, file_digest
-from harness.replay import ReplayOptions, rejudge
+from harness.rejudge import rejudge_trace
+from harness.replay import ReplayOptions
 from harness.results import RunResult
 from harness.run import ProgressFactory, load_run, merge_runs, run_comparison
 from harness.versions import versions
@@ -392,7 +393,8 @@ def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, co
                          f"{merged.candidate_engine}; phase {criteria.phase} gates "
                          f"{criteria.control} vs {criteria.candidate}")
     waivers = load_waivers(waivers_path)
-    run = dataclasses.replace(merged, traces=tuple(rejudge(t, waivers.judge) for t in merged.traces))
+    run = dataclasses.replace(merged, traces=tuple(rejudge_trace(t, waivers.judge, None, None)[0]
+                                                  for t in merged.traces))
     producers = {t.trace_path: (_trace_header(t.trace_path).get("engine")
                                 if os.path.isfile(t.trace_path) else None) for t in run.traces}
     inputs = {

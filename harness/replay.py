@@ -11,7 +11,7 @@ records stream from disk and only the first ``max_kept`` diverging calls keep th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from harness.calls import call_from_record
@@ -26,7 +26,7 @@ from harness.results import TraceResult
 from harness.trace import TraceError, open_trace
 from unizero.config import WorldModelConfig
 
-__all__ = ["ReplayOptions", "replay_trace", "rejudge", "candidate_name", "LOOPS", "Loop"]
+__all__ = ["ReplayOptions", "replay_trace", "candidate_name", "LOOPS", "Loop"]
 
 Loop = Literal["open", "closed"]
 LOOPS: tuple[Loop, ...] = ("open", "closed")
@@ -110,11 +110,3 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
         truncated = reader.truncated
     return accumulator.result(trace_path=path, trace_digest=file_digest(path),
                               self_check=options.self_check, truncated=truncated)
-
-
-def rejudge(result: TraceResult, judge: Judge) -> TraceResult:
-    """Apply a (new) judge to a saved result's kept divergences."""
-    judged = tuple(judge(replace(call, waiver_id=None)) for call in result.divergences)
-    dropped = result.num_unwaived_calls - len(result.unwaived)
-    return replace(result, divergences=judged,
-                   num_unwaived_calls=sum(not c.waived for c in judged) + max(dropped, 0))

@@ -40,6 +40,7 @@ def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     from harness.cli import commands, phases
     return {"capture": commands.cmd_capture, "inspect": commands.cmd_inspect,
             "compare": commands.cmd_compare, "merge": commands.cmd_merge,
+            "rejudge": commands.cmd_rejudge,
             "live": commands.cmd_live, "gate": phases.cmd_gate,
             "rollout": phases.cmd_rollout, "mutate": phases.cmd_mutate}
 

@@ -16,6 +16,7 @@ from harness.errors import UsageError
 from harness.paths import DEFAULT_TRACE_DIR, expand_traces
 from harness.recorder import TraceRecorder, make_header
 from harness.replay import ReplayOptions
+from harness.rejudge import rejudge_run
 from harness.report.console import RunReport
 from harness.report.files import write_reports
 from harness.run import build_policy, load_run, merge_runs, run_comparison, shard_paths
@@ -24,7 +25,8 @@ from harness.trace import TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
 from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
 
-__all__ = ["cmd_capture", "cmd_inspect", "cmd_compare", "cmd_merge", "cmd_live", "DEFAULT_JSON"]
+__all__ = ["cmd_capture", "cmd_inspect", "cmd_compare", "cmd_merge", "cmd_rejudge", "cmd_live",
+           "DEFAULT_JSON"]
 
 DEFAULT_JSON = Path("reports") / "compare.json"
 
@@ -148,6 +150,24 @@ def cmd_merge(args: argparse.Namespace) -> int:
                             html_path=args.html)
     console.print("reports: " + ", ".join(str(p) for p in written))
     return merged.exit_code
+
+
+def cmd_rejudge(args: argparse.Namespace) -> int:
+    """Re-decide a saved report; exit 1 divergence, 3 when something needs a replay, else 0."""
+    run = load_run(args.report)
+    policy = (build_policy(args.tolerances, args.tol) if args.tolerances or args.tol else None)
+    waivers = load_waivers(args.waivers)
+    rejudged = rejudge_run(run, judge=waivers.judge, policy=policy)
+    console = make_console()
+    console.print(RunReport(rejudged.run))
+    for item in rejudged.undecided:
+        where = "" if item.call_index is None else f" call {item.call_index}"
+        console.print(f"needs a replay: {item.trace}{where}: {item.why}", markup=False)
+    if args.output:
+        written = write_reports(rejudged.run, json_path=Path(args.output),
+                                waiver_report=waiver_report(waivers, rejudged.run))
+        console.print("reports: " + ", ".join(str(p) for p in written))
+    return rejudged.exit_code
 
 
 def cmd_live(args: argparse.Namespace) -> int:

@@ -64,6 +64,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("--json", metavar="PATH", help="JSON report path (default reports/compare.json)")
     compare.add_argument("--markdown", metavar="PATH", help="also write a Markdown summary")
     compare.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+    rejudge = sub.add_parser("rejudge", help="re-decide a saved report under new waivers or "
+                                             "tolerances, without replaying")
+    rejudge.add_argument("report", help="JSON report written by compare")
+    rejudge.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
+    rejudge.add_argument("--tol", action="append", default=[], metavar="PATH=RTOL,ATOL",
+                         help="per-tensor tolerance override; repeatable")
+    rejudge.add_argument("--tolerances", metavar="FILE", help="TOML file of tolerance overrides")
+    rejudge.add_argument("-o", "--output", metavar="PATH", help="write the re-judged JSON report")
     merge = sub.add_parser("merge", help="combine shard JSON reports into one result")
     merge.add_argument("reports", nargs="+", help="JSON reports written by compare --shard K/N")
     merge.add_argument("-o", "--output", default="reports/compare.json", help="merged JSON report")
