@@ -117,7 +117,9 @@ def _describe(message: str, raw: Any) -> str:
     found = _value_at(raw, path)
     if found is not _NOTHING and text.startswith("Expected"):
         text = text.split(", got ")[0] + f", got {_shown(found)}"
-    return f"{path}: {text[:1].lower()}{text[1:]}"
+    if text.startswith(("Expected", "Invalid")):  # msgspec's own wording, not a record's
+        text = text[:1].lower() + text[1:]
+    return f"{path}: {text}"
 
 
 _NOTHING = object()
