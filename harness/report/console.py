@@ -156,7 +156,7 @@ class RunReport:
         report = self.report
         yield _summary(report)
         facts = dict(report.header)
-        yield Text(f"{facts['replay loop']} replay; shard {facts['shard']}; reference engine "
+        yield Text(f"replay: {facts['replay']}; shard {facts['shard']}; reference engine "
                    f"{facts['reference engine']}; tolerances: {facts['tolerances']}")
         yield _timings(report)
         if any(row.pool_rates for row in report.traces):
@@ -165,12 +165,12 @@ class RunReport:
             yield Text(f"note: {note}" if path is None else f"note: {path}: {note}")
         if report.causes:
             yield _causes(report)
-        focus = {id(row.focus.call) for row in report.traces if row.focus is not None}
+        focus = [row.focus for row in report.traces if row.focus is not None]
         for cause, views in report.detail_groups:
             if cause is not None:
                 yield Text(f"cause {cause}:", style="bold")
             for view in views:
-                yield _panel(view, first=id(view.call) in focus)
+                yield _panel(view, first=any(view is first for first in focus))
         for row in report.traces:
             hidden = _hidden_line(row)
             if hidden is not None:

@@ -262,11 +262,14 @@ def _timing_rows(trace: TraceResult, control: str, candidate: str) -> tuple[Timi
 
 
 def _trace_row(run: RunResult, trace: TraceResult, detailed: set[int], caps: Caps) -> TraceRow:
+    """``detailed``: positions in ``trace.divergences`` of the calls shown in full."""
     control, candidate = engine_roles(run, trace)
     listed = trace.divergences[:caps.max_listed_calls]
-    calls = tuple(call_view(call, detailed=id(call) in detailed) for call in listed)
-    focus_call = trace.first_unwaived or trace.first_divergence
-    focus = next((view for view in calls if view.call is focus_call), None)
+    calls = tuple(call_view(call, detailed=position in detailed)
+                  for position, call in enumerate(listed))
+    focus_position = next((position for position, call in enumerate(listed) if not call.waived),
+                          0)
+    focus = calls[focus_position] if calls else None
     num_dropped = trace.num_unwaived - len(trace.unwaived)
     t_control, t_candidate = engine_total(trace, control), engine_total(trace, candidate)
     pools = {s.pool for s in trace.pool_stats}
@@ -342,7 +345,7 @@ def _header(run: RunResult) -> tuple[tuple[str, str], ...]:
                                            f"(set {run.shard.set_id})")
     return (("control engine", run.control_engine), ("candidate engine", run.candidate_engine),
             ("cache manager", run.manager_spec or "default"),
-            ("replay loop", f"{run.loop} loop"), ("shard", shard),
+            ("replay", f"{run.loop} loop"), ("shard", shard),
             ("reference engine", run.reference_engine or "-"),
             ("tolerances", tolerance_summary(run.tolerances)),
             ("schema", run.schema_version), ("created", run.created_at.isoformat()),
@@ -361,9 +364,12 @@ def build_report(run: RunResult, *, waiver_report: Mapping[str, Any] | None = No
         notes: extra one-line remarks from the caller, shown after the run's own.
         caps: how many calls are shown in full and listed.
     """
-    unwaived = [call for trace in run.traces for call in trace.divergences if not call.waived]
-    detailed = {id(call) for call in unwaived[:caps.max_detailed_calls]}
-    rows = tuple(_trace_row(run, trace, detailed, caps) for trace in run.traces)
+    unwaived = [(index, position) for index, trace in enumerate(run.traces)
+                for position, call in enumerate(trace.divergences) if not call.waived]
+    detailed = set(unwaived[:caps.max_detailed_calls])
+    rows = tuple(_trace_row(run, trace, {position for index_, position in detailed
+                                         if index_ == index}, caps)
+                 for index, trace in enumerate(run.traces))
     groups: dict[str | None, list[CallView]] = {}
     for view in (view for row in rows for view in row.calls if view.detailed):
         groups.setdefault(view.call.cause, []).append(view)
