@@ -401,7 +401,7 @@ def _call_detail(view: CallView) -> str:
             parts.append("<p>Stores in other slots (information, not a divergence):</p>"
                          + _table(["env", "pool", "key", "control slot", "candidate slot"], rows))
     if view.reference is not None:
-        parts.append(f"<p><b>Max abs distance to the reference engine:</b> control "
+        parts.append(f"<p>Max abs distance to the reference engine: control "
                      f"{_e(view.reference[0])}, candidate {_e(view.reference[1])}</p>")
     return "".join(parts)
 

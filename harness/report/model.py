@@ -365,7 +365,8 @@ def build_report(run: RunResult, *, waiver_report: Mapping[str, Any] | None = No
         caps: how many calls are shown in full and listed.
     """
     unwaived = [(index, position) for index, trace in enumerate(run.traces)
-                for position, call in enumerate(trace.divergences) if not call.waived]
+                for position, call in enumerate(trace.divergences[:caps.max_listed_calls])
+                if not call.waived]
     detailed = set(unwaived[:caps.max_detailed_calls])
     rows = tuple(_trace_row(run, trace, {position for index_, position in detailed
                                          if index_ == index}, caps)
