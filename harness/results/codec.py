@@ -3,8 +3,8 @@
 The records are frozen dataclasses; msgspec encodes them as they are and decodes into them,
 checking every field's type and bounds (``Annotated[..., msgspec.Meta(...)]`` on the field).
 Two things msgspec does not do for dataclasses are done here: unknown keys are refused (a typo
-in a hand-edited report must not pass silently), and a failure becomes one :class:`ReportError`
-line naming the source, the field path and the value found, e.g.
+in a hand-edited report must not pass silently; a second, key-only pass with generated
+``forbid_unknown_fields`` Structs), and a failure becomes one :class:`ReportError` line naming the source, the field path and the value found, e.g.
 ``reports/x.json: $.traces[0].num_calls: expected int >= 0, got "5"``.
 
 JSON has no NaN: a non-finite float where one is allowed (the values at a tensor's worst
@@ -20,7 +20,7 @@ import json
 import math
 import re
 import typing
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import msgspec
 
@@ -80,10 +80,17 @@ def encode_json(record: Any) -> bytes:
 def decode_json(data: bytes | str, cls: type, source: str) -> Any:
     """Parse and validate JSON text as a ``cls`` record; :class:`ReportError` names ``source``."""
     try:
-        raw = msgspec.json.decode(data)
+        record = msgspec.json.decode(data, type=cls, strict=True)
+        msgspec.json.decode(data, type=_key_schema(cls, msgspec.Raw))
+        return record
+    except msgspec.ValidationError as exc:
+        try:
+            raw = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            raw = _NOTHING
+        raise ReportError(f"{source}: {_describe(str(exc), raw)}") from None
     except msgspec.DecodeError as exc:
         raise ReportError(f"{source}: not JSON ({exc})") from None
-    return from_builtins(raw, cls, source)
 
 
 def from_builtins(raw: Any, cls: type, source: str) -> Any:
@@ -93,14 +100,10 @@ def from_builtins(raw: Any, cls: type, source: str) -> Any:
         ReportError: one line: ``source``, the field path (``$.traces[0].num_calls``), what was
             expected and what was found.
     """
-    if not isinstance(raw, Mapping):
-        raise ReportError(f"{source}: $: expected an object, got {_shown(raw)}")
-    unknown = _first_unknown_key(raw, cls, "$")
-    if unknown is not None:
-        path, record = unknown
-        raise ReportError(f"{source}: {path}: unknown field for {record.__name__}")
     try:
-        return msgspec.convert(raw, type=cls, strict=True)
+        record = msgspec.convert(raw, type=cls, strict=True)
+        msgspec.convert(raw, type=_key_schema(cls, Any))
+        return record
     except msgspec.ValidationError as exc:
         raise ReportError(f"{source}: {_describe(str(exc), raw)}") from None
 
@@ -111,9 +114,11 @@ def _describe(message: str, raw: Any) -> str:
     text, _, where = message.partition(" - at ")
     path = where.strip("`") or "$"
     text = text.replace("`", "")
-    missing = re.fullmatch(r"Object missing required field (\S+)", text)
+    missing = re.fullmatch(r"Object (missing required|contains unknown) field (\S+)", text)
     if missing:
-        return f"{path}.{missing.group(1)}: missing required field"
+        what = "missing required field" if missing.group(1) == "missing required" else (
+            "unknown field")
+        return f"{path}.{missing.group(2)}: {what}"
     found = _value_at(raw, path)
     if found is not _NOTHING and text.startswith("Expected"):
         text = text.split(", got ")[0] + f", got {_shown(found)}"
@@ -147,41 +152,21 @@ def _shown(value: Any) -> str:
     return text
 
 
-def _first_unknown_key(raw: Mapping[str, Any], cls: type, path: str) -> tuple[str, type] | None:
-    """The path of the first key that no field of ``cls`` (or of a nested record) names."""
-    names, nested = _record_fields(cls)
-    for key, value in raw.items():
-        if key not in names:
-            return f"{path}.{key}", cls
-        child = nested.get(key)
-        if child is None or value is None:
-            continue
-        child_cls, many = child
-        if not many and isinstance(value, Mapping):
-            found = _first_unknown_key(value, child_cls, f"{path}.{key}")
-        elif many and isinstance(value, list):
-            found = next((hit for index, item in enumerate(value) if isinstance(item, Mapping)
-                          for hit in [_first_unknown_key(item, child_cls,
-                                                         f"{path}.{key}[{index}]")]
-                          if hit is not None), None)
-        else:
-            found = None  # msgspec reports the wrong shape with its path
-        if found is not None:
-            return found
-    return None
-
-
 @functools.cache
-def _record_fields(cls: type) -> tuple[frozenset[str], dict[str, tuple[type, bool]]]:
-    """The field names of dataclass ``cls`` and, for fields holding records, ``(record class,
-    holds a sequence)``."""
+def _key_schema(cls: type, leaf: Any) -> type:
+    """A msgspec Struct that accepts exactly the keys of record ``cls`` (nested records too)
+    and refuses others; values that are not records are typed ``leaf`` (``msgspec.Raw`` skips
+    parsing them). msgspec ignores unknown keys when it decodes a dataclass; this refuses them."""
     hints = typing.get_type_hints(cls)
-    nested: dict[str, tuple[type, bool]] = {}
+    fields: list[tuple[str, Any, Any]] = []
     for field in dataclasses.fields(cls):
         found = _record_in(hints[field.name])
-        if found is not None:
-            nested[field.name] = found
-    return frozenset(field.name for field in dataclasses.fields(cls)), nested
+        if found is None:
+            fields.append((field.name, leaf, None))
+            continue
+        inner = _key_schema(found[0], leaf)
+        fields.append((field.name, (list[inner] if found[1] else inner) | None, None))
+    return msgspec.defstruct(f"{cls.__name__}Keys", fields, forbid_unknown_fields=True)
 
 
 def _record_in(hint: Any) -> tuple[type, bool] | None:
