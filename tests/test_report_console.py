@@ -227,7 +227,7 @@ def test_a_waived_divergence_is_listed_by_waiver_without_a_panel_and_the_run_is_
 
 def test_a_self_check_reports_its_noise_floor():
     text = flat(render(self_check_run()))
-    assert f"note: {TRACE}: self-check; noise floor (max abs diff on equal tensors) = 0" in text
+    assert f"note: {TRACE}: self-check: noise floor (max |a-e| on equal tensors) = 0.0" in text
 
 
 def test_a_truncated_trace_is_noted_before_the_verdict():

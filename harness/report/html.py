@@ -17,8 +17,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from harness.report import html_plots as plots
 from harness.report import svg
-from harness.report.facts import TENSOR_COLUMNS, fmt_ms, fmt_rate, fmt_total_ms, format_number
-from harness.report.model import Caps, CallView, Report, TraceRow, build_report
+from harness.report.facts import TENSOR_COLUMNS, fmt_ms, fmt_rate, fmt_total_ms
+from harness.report.model import (Caps, CallView, Report, TraceRow, build_report,
+                                  noise_floor_text)
 from harness.results import CallComparison, RunResult
 
 __all__ = ["render_html", "render_report_html"]
@@ -139,7 +140,7 @@ def _trace_facts(row: TraceRow, dom_id: str) -> str:
                             f"ratio control/candidate {row.total_ratio}"),
              ("slot differences (information)", str(trace.num_slot_differences))]
     if trace.self_check:
-        items.append(("self-check noise floor", _e(format_number(trace.noise_floor))))
+        items.append(("self-check noise floor", _e(noise_floor_text(trace))))
     return _facts(items)
 
 

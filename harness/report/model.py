@@ -22,7 +22,7 @@ from harness.report.facts import (call_status, decision_diff_lines, decision_or_
 from harness.results import CallComparison, EngineTiming, PoolStats, RunResult, TraceResult
 
 __all__ = ["Caps", "Verdict", "CallView", "CauseGroup", "TimingRow", "TraceRow", "WaivedGroup",
-           "Waivers", "Report", "build_report", "call_view", "engine_roles", "verdict_of"]
+           "Waivers", "Report", "build_report", "call_view", "noise_floor_text", "engine_roles", "verdict_of"]
 
 _CALL_KIND_ORDER = ("root", "recurrent", "clear", "weights")
 _EXIT_MEANING = {exit_codes.OK: "equivalent", exit_codes.DIVERGENCE: "divergence",
@@ -191,7 +191,8 @@ def verdict_of(run: RunResult) -> Verdict:
                     f"replayed no call")
     else:
         label = "EQUIVALENT"
-        sentence = f"EQUIVALENT: {num_traces} trace(s), {num_calls} calls, {waived} waived divergence(s)"
+        sentence = (f"EQUIVALENT: {num_traces} trace(s), {num_calls} calls, {waived} waived "
+                    f"divergence(s)")
     counts = (f"{num_traces} trace(s), {num_calls} calls, {unwaived} unwaived and {waived} waived "
               f"diverging call(s); exit code {code} ({_EXIT_MEANING.get(code, 'unknown')})")
     return Verdict(label, sentence, counts, code, num_traces, num_calls, unwaived, waived)
@@ -323,6 +324,11 @@ def _waivers(run: RunResult, waiver_report: Mapping[str, Any] | None) -> Waivers
                    groups)
 
 
+def noise_floor_text(trace: TraceResult) -> str:
+    """The measured noise floor, exact (it is the floor tolerances are checked against)."""
+    return "not measured" if trace.noise_floor is None else repr(float(trace.noise_floor))
+
+
 def _notes(run: RunResult, extra: Sequence[str]) -> tuple[tuple[str | None, str], ...]:
     notes: list[tuple[str | None, str]] = [] if run.traces else [(None, "No trace was compared.")]
     for trace in run.traces:
@@ -332,8 +338,8 @@ def _notes(run: RunResult, extra: Sequence[str]) -> tuple[tuple[str | None, str]
         if trace.num_calls == 0:
             notes.append((trace.trace_path, "replayed no call: no evidence either way"))
         if trace.self_check:
-            notes.append((trace.trace_path, f"self-check; noise floor (max abs diff on equal "
-                                            f"tensors) = {format_number(trace.noise_floor)}"))
+            notes.append((trace.trace_path, f"self-check: noise floor (max |a-e| on equal "
+                                            f"tensors) = {noise_floor_text(trace)}"))
         if trace.num_slot_differences:
             notes.append((trace.trace_path, f"{trace.num_slot_differences} store(s) landed in "
                                             f"other slots (information, not a divergence)"))

@@ -4,8 +4,9 @@ The records are frozen dataclasses; msgspec encodes them as they are and decodes
 checking every field's type and bounds (``Annotated[..., msgspec.Meta(...)]`` on the field).
 Two things msgspec does not do for dataclasses are done here: unknown keys are refused (a typo
 in a hand-edited report must not pass silently; a second, key-only pass with generated
-``forbid_unknown_fields`` Structs), and a failure becomes one :class:`ReportError` line naming the source, the field path and the value found, e.g.
-``reports/x.json: $.traces[0].num_calls: expected int >= 0, got "5"``.
+``forbid_unknown_fields`` Structs), and a failure becomes one :class:`ReportError` line naming
+the source, the field path and the value found, e.g.
+``reports/x.json: $.traces[0].num_calls: expected int >= 0, got -1``.
 
 JSON has no NaN: a non-finite float where one is allowed (the values at a tensor's worst
 index) is kept in memory as :class:`NonFiniteFloat` and written as ``"NaN"``, ``"Infinity"``

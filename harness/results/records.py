@@ -217,7 +217,8 @@ class CallComparison(_Record):
     waived: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        if not self.tensor_divergences and self.event_divergence is None and self.engine_error is None:
+        if (not self.tensor_divergences and self.event_divergence is None
+                and self.engine_error is None):
             raise ValueError(f"CallComparison for {self.trace} call {self.call_index} has no "
                              f"divergence; record only diverging calls")
         if self.engine_error is not None:
