@@ -190,3 +190,18 @@ def test_every_form_states_loop_shard_reference_causes_and_engine_errors(render)
                  "control raised RuntimeError('boom')",
                  "distance to the reference engine: control 0, candidate 0.25"):
         assert fact.lower() in text.lower(), fact
+
+
+def test_listings_carry_a_reference_column_only_when_a_call_was_measured_against_it():
+    caps = Caps(max_detailed_calls=0)
+    markdown = render_markdown(attributed_run(), caps=caps).splitlines()
+    header = next(line for line in markdown if line.startswith("| call | kind |"))
+    assert "| max abs to reference: control \\| candidate | decision or error |" in header
+    assert any(line.startswith("| 1 | recurrent |") and "| 0 \\| 0.25 |" in line
+               for line in markdown)
+    page = render_html(attributed_run(), caps=caps)
+    assert "<th>max abs to reference: control | candidate</th>" in page
+    assert '<td class="nowrap">0 | 0.25</td>' in page
+    plain = make_run(trace("a.kvtrace", 4, call("a.kvtrace", 1)))
+    assert "to reference" not in render_markdown(plain, caps=caps)
+    assert "to reference" not in render_html(plain, caps=caps)

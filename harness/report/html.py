@@ -194,21 +194,24 @@ def _call_detail(view: CallView) -> str:
 
 _DIVERGENCE_COLUMNS = ("call", "kind", "envs", "class", "status", "cause", "tensors",
                        "worst tensor", "max abs", "decision or error")
+_REFERENCE_COLUMN = "max abs to reference: control | candidate"
 
 
-def _divergence_rows(view: CallView, dom_id: str) -> str:
+def _divergence_rows(view: CallView, dom_id: str, columns: Sequence[str]) -> str:
     """The summary row of one diverging call and the row under it that expands to its detail;
     the calls the report shows in full start open."""
     call = view.call
     worst_path = "-" if view.worst_path is None else f"<code>{_e(view.worst_path)}</code>"
+    reference = "" if len(columns) == len(_DIVERGENCE_COLUMNS) else (
+        f'<td class="nowrap">{_e(" | ".join(view.reference or ("-", "-")))}</td>')
     return (f'<tr id="{dom_id}-call-{call.call_index}" '
             f'class="{"waived" if call.waived else "unwaived"}">'
             f'<td class="num">{call.call_index}</td><td>{_e(call.call_kind)}</td>'
             f'<td class="nowrap">{_e(list(call.env_ids))}</td><td>{_e(call.classification)}</td>'
             f'<td class="nowrap">{_e(view.status)}</td><td>{_e(call.cause or "-")}</td>'
             f'<td class="num">{len(call.tensor_divergences)}</td><td>{worst_path}</td>'
-            f'<td class="num">{_e(view.worst_error)}</td><td>{_e(view.summary)}</td></tr>'
-            f'<tr class="detail"><td colspan="{len(_DIVERGENCE_COLUMNS)}">'
+            f'<td class="num">{_e(view.worst_error)}</td>{reference}<td>{_e(view.summary)}</td>'
+            f'</tr><tr class="detail"><td colspan="{len(columns)}">'
             f'<details{" open" if view.detailed else ""}><summary>call {call.call_index}: '
             f"tensor table and decision diff</summary>{_call_detail(view)}</details></td></tr>")
 
@@ -218,8 +221,11 @@ def _divergence_table(row: TraceRow, dom_id: str) -> str:
         more = (f"<p>{row.num_unlisted} diverging call(s) are not listed here; see the JSON "
                 f"report.</p>" if row.num_unlisted > 0 else "<p>None.</p>")
         return f"<h3>Diverging calls</h3>{more}"
-    head = "".join(f"<th>{name}</th>" for name in _DIVERGENCE_COLUMNS)
-    rows = "".join(_divergence_rows(view, dom_id) for view in row.calls)
+    columns = _DIVERGENCE_COLUMNS
+    if row.has_reference:
+        columns = (*columns[:-1], _REFERENCE_COLUMN, columns[-1])
+    head = "".join(f"<th>{_e(name)}</th>" for name in columns)
+    rows = "".join(_divergence_rows(view, dom_id, columns) for view in row.calls)
     more = (f"<p>{row.num_unlisted} more diverging call(s) are not listed here; see the JSON "
             f"report.</p>" if row.num_unlisted > 0 else "")
     return (f'<h3>Diverging calls ({len(row.calls)} listed)</h3><div class="scroll"><table>'

@@ -142,16 +142,21 @@ def _listed(row: TraceRow) -> list[str]:
     others = [view for view in row.calls if not view.detailed]
     if not others and row.num_unlisted <= 0:
         return []
+    header = ["call", "kind", "envs", "class", "waiver", "cause", "worst tensor", "max abs",
+              "decision or error"]
     rows = [[str(view.call.call_index), _cell(view.call.call_kind),
              _cell(list(view.call.env_ids)), view.call.classification, _cell(view.status),
              _cell(view.call.cause or "-"),
              "-" if view.worst_path is None else _code(view.worst_path), view.worst_error,
              _cell(view.summary)] for view in others]
+    if row.has_reference:
+        header.insert(-1, "max abs to reference: control \\| candidate")
+        for cells, view in zip(rows, others):
+            cells.insert(-1, _cell(" | ".join(view.reference or ("-", "-"))))
     lines = [f"### {_code(row.trace.trace_path, in_table=False)}: other diverging calls "
              f"({len(others)} listed)", ""]
     if rows:
-        lines += _table(["call", "kind", "envs", "class", "waiver", "cause", "worst tensor",
-                         "max abs", "decision or error"], rows)
+        lines += _table(header, rows)
     if row.num_unlisted > 0:
         lines += ["", f"... {row.num_unlisted} more diverging call(s); see the JSON report."]
     return lines + [""]

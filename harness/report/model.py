@@ -109,7 +109,11 @@ class TimingRow:
 
 @dataclass(frozen=True, slots=True)
 class TraceRow:
-    """One trace: its numbers, its engines' times and pools, and its diverging calls."""
+    """One trace: its numbers, its engines' times and pools, and its diverging calls.
+
+    ``has_reference``: some listed call was measured against the reference engine, so the
+    listings carry a column for it.
+    """
 
     trace: TraceResult
     name: str
@@ -130,6 +134,7 @@ class TraceRow:
     calls: tuple[CallView, ...]
     num_unlisted: int
     num_unwaived_not_detailed: int
+    has_reference: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +296,8 @@ def _trace_row(run: RunResult, trace: TraceResult, detailed: set[int], caps: Cap
                                                             s.engine != control))),
         calls=calls, num_unlisted=len(trace.divergences) - len(listed) + max(num_dropped, 0),
         num_unwaived_not_detailed=trace.num_unwaived - sum(
-            view.detailed for view in calls if not view.call.waived))
+            view.detailed for view in calls if not view.call.waived),
+        has_reference=any(view.reference is not None for view in calls))
 
 
 def _causes(run: RunResult) -> tuple[CauseGroup, ...]:
