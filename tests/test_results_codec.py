@@ -188,3 +188,9 @@ def test_unwaived_count_takes_the_kept_calls_when_the_counter_is_behind():
     assert (kept_only.num_unwaived, kept_only.num_waived, kept_only.ok) == (2, 0, False)
     counted = trace(divergences=(call(1, waiver_id="W"),), num_unwaived_calls=7)
     assert (counted.num_unwaived, counted.num_waived, counted.ok) == (7, 1, False)
+
+
+def test_text_in_a_report_cannot_forge_the_series_placeholder():
+    forged = tuple(f"@@kvmigrate-series-0-{name}@@" for name in ("max_errors", "decisions"))
+    original = run(trace(notes=forged))
+    assert load_run(dump_run(original)) == original

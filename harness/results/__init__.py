@@ -8,6 +8,7 @@ The records live in :mod:`harness.results.records`, the msgspec codec in
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import msgspec
@@ -32,9 +33,10 @@ def dump_run(run: RunResult) -> bytes:
     one compact line (a 50k-call trace would otherwise take hundreds of thousands of lines)."""
     data = to_builtins(run)
     series: dict[bytes, bytes] = {}
+    nonce = secrets.token_hex(8)  # text from a trace cannot forge a placeholder it cannot guess
     for index, trace in enumerate(data["traces"]):
         for name in _SERIES:
-            token = f"@@kvmigrate-series-{index}-{name}@@"
+            token = f"@@kvmigrate-series-{nonce}-{index}-{name}@@"
             series[f'"{token}"'.encode()] = msgspec.json.encode(trace[name])
             trace[name] = token
     text = msgspec.json.format(msgspec.json.encode(data), indent=2)
