@@ -194,3 +194,12 @@ def test_text_in_a_report_cannot_forge_the_series_placeholder():
     forged = tuple(f"@@kvmigrate-series-0-{name}@@" for name in ("max_errors", "decisions"))
     original = run(trace(notes=forged))
     assert load_run(dump_run(original)) == original
+
+
+def test_an_error_stays_on_one_line_when_the_report_text_has_line_breaks():
+    data = json.loads(dump_run(diverged()))
+    data["traces"][0]["trace_path"] = "a\nb"
+    data["traces"][0]["divergences"].reverse()
+    with pytest.raises(ReportError, match=r"divergences must be one per call") as caught:
+        load_run(json.dumps(data).encode())
+    assert "\n" not in str(caught.value)

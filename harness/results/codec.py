@@ -26,7 +26,7 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = ["ReportError", "NonFiniteFloat", "NonFiniteText", "mark_non_finite",
-           "check_finite", "to_builtins", "from_builtins", "decode_json", "encode_json"]
+           "check_finite", "to_builtins", "from_builtins", "decode_json"]
 
 NonFiniteText = Literal["NaN", "Infinity", "-Infinity"]
 _TO_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -73,11 +73,6 @@ def to_builtins(record: Any) -> Any:
     return msgspec.to_builtins(record, enc_hook=_enc_hook)
 
 
-def encode_json(record: Any) -> bytes:
-    """``record`` as compact strict JSON."""
-    return msgspec.json.encode(record, enc_hook=_enc_hook)
-
-
 def decode_json(data: bytes | str, cls: type, source: str) -> Any:
     """Parse and validate JSON text as a ``cls`` record; :class:`ReportError` names ``source``."""
     try:
@@ -89,9 +84,9 @@ def decode_json(data: bytes | str, cls: type, source: str) -> Any:
             raw = msgspec.json.decode(data)
         except msgspec.DecodeError:
             raw = _NOTHING
-        raise ReportError(f"{source}: {_describe(str(exc), raw)}") from None
+        raise _error(source, _describe(str(exc), raw)) from None
     except msgspec.DecodeError as exc:
-        raise ReportError(f"{source}: not JSON ({exc})") from None
+        raise _error(source, f"not JSON ({exc})") from None
 
 
 def from_builtins(raw: Any, cls: type, source: str) -> Any:
@@ -106,7 +101,12 @@ def from_builtins(raw: Any, cls: type, source: str) -> Any:
         msgspec.convert(raw, type=_key_schema(cls, Any))
         return record
     except msgspec.ValidationError as exc:
-        raise ReportError(f"{source}: {_describe(str(exc), raw)}") from None
+        raise _error(source, _describe(str(exc), raw)) from None
+
+
+def _error(source: str, text: str) -> ReportError:
+    """One line, whatever the text from the report holds."""
+    return ReportError(" ".join(f"{source}: {text}".split()))
 
 
 def _describe(message: str, raw: Any) -> str:
