@@ -383,6 +383,6 @@ def test_result_reader_rejects_other_schemas_and_missing_fields():
     with pytest.raises(ValueError, match="unsupported result schema 'kvmigrate.compare/2'"):
         RunResult.from_dict({**data, "schema_version": "kvmigrate.compare/2"})
     del data["traces"][0]["trace_digest"]
-    with pytest.raises(ValueError, match="TraceResult record is missing field 'trace_digest'"):
+    with pytest.raises(ValueError, match=r"\$\.traces\[0\]\.trace_digest: missing required field"):
         RunResult.from_dict(data)
     assert SCHEMA_VERSION == "kvmigrate.compare/1"

@@ -27,8 +27,8 @@ import pytest
 from rich.console import Console
 
 from harness.compare import compare_events
-from harness.report import console as console_report
 from harness.report.console import RunReport
+from harness.report.model import Caps
 from harness.results import (CallComparison, EngineTiming, EventDivergence, PoolStats, RunResult,
                              TensorDivergence, TraceResult)
 from unizero.events import Lookup, Store
@@ -140,10 +140,10 @@ CASES: dict[str, Callable[[], RunResult]] = {
 
 # --- rendering ---------------------------------------------------------------------------------
 
-def render(run: RunResult) -> str:
+def render(run: RunResult, caps: Caps = Caps()) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=100, color_system=None, force_terminal=False)
-    console.print(RunReport(run))
+    console.print(RunReport(run, caps=caps))
     return buffer.getvalue()
 
 
@@ -185,15 +185,18 @@ def test_divergence_tables_fold_long_cells_instead_of_cutting_them():
 
 def test_an_equivalent_run_ends_with_the_verdict_and_shows_no_panel():
     text = render(equivalent_run())
-    verdict = text.rstrip().splitlines()[-1]
+    counts, verdict = text.rstrip().splitlines()[-2:]
     assert verdict == "EQUIVALENT: 1 trace(s), 95 calls, 0 waived divergence(s)"
+    assert counts == ("1 trace(s), 95 calls, 0 unwaived and 0 waived diverging call(s); "
+                      "exit code 0 (equivalent)")
     assert "divergence, call" not in text
-    # Summary: 222 ms legacy vs 276 ms refactored in all; median ratios per kind, no clears.
+    # Summary: 222 ms legacy vs 276 ms refactored in all; median ratios per call kind.
     rows = flat(text)
-    assert "222|" in rows and "0.80x" in rows  # the time cell folds at width 100
-    assert "recurrent 80 2.100 / 5.200 3.000 / 7.500 0.70x" in rows
+    assert "cartpole_small 95 360 0 0 - 222.0|276.1 0.80x" in rows
     assert "root 10 4.000 / 6.100 2.500 / 4.400 1.60x" in rows
-    assert " clear " not in rows
+    assert "recurrent 80 2.100 / 5.200 3.000 / 7.500 0.70x" in rows
+    assert "clear 4 0.010 / 0.020 0.010 / 0.030 1.00x" in rows
+    assert "cartpole_small recurrent 75.0% 75.0%" in rows
 
 
 def test_the_first_unwaived_divergence_panel_comes_first_with_its_numbers():
@@ -209,7 +212,8 @@ def test_the_first_unwaived_divergence_panel_comes_first_with_its_numbers():
     assert "cartpole_small.kvtrace, envs [0, 1], unwaived" in panel
     assert "W-rounding 1 5..5 recurrent tensor" in text[waived:]
     assert "(manager harness.mutants:AliasingManager)" in text
-    assert text.endswith("DIVERGED: 1 unwaived diverging call(s) in 1 trace(s)")
+    assert text.endswith("1 trace(s), 95 calls, 1 unwaived and 1 waived diverging call(s); exit "
+                         "code 1 (divergence) DIVERGED: 1 unwaived diverging call(s) in 1 trace(s)")
 
 
 def test_a_waived_divergence_is_listed_by_waiver_without_a_panel_and_the_run_is_equivalent():
@@ -223,7 +227,7 @@ def test_a_waived_divergence_is_listed_by_waiver_without_a_panel_and_the_run_is_
 
 def test_a_self_check_reports_its_noise_floor():
     text = flat(render(self_check_run()))
-    assert f"self-check {TRACE}: noise floor (max |a-e| on equal tensors) = 0.0" in text
+    assert f"note: {TRACE}: self-check: noise floor (max |a-e| on equal tensors) = 0.0" in text
 
 
 def test_a_truncated_trace_is_noted_before_the_verdict():
@@ -232,12 +236,11 @@ def test_a_truncated_trace_is_noted_before_the_verdict():
     assert note < text.index("EQUIVALENT: 1 trace(s), 44 calls")
 
 
-def test_panels_are_capped_across_traces_and_each_trace_counts_what_it_hid(monkeypatch):
-    monkeypatch.setattr(console_report, "max_panels", 3)
+def test_panels_are_capped_across_traces_and_each_trace_counts_what_it_hid():
     calls = tuple(unwaived_both_call(index) for index in (2, 4, 6, 8))
     first = trace_result("a.kvtrace", divergences=calls, num_unwaived_calls=4)
     second = trace_result("b.kvtrace", divergences=calls[:2], num_unwaived_calls=2)
-    text = flat(render(make_run(first, second)))
+    text = flat(render(make_run(first, second), Caps(max_detailed_calls=3)))
     assert text.count("divergence, call") == 3
     assert "... 1 more unwaived diverging calls in a.kvtrace (see the JSON report)" in text
     assert "... 2 more unwaived diverging calls in b.kvtrace (see the JSON report)" in text

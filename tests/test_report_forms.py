@@ -9,8 +9,10 @@ from html.parser import HTMLParser
 
 from harness.compare import compare_events
 from harness.report import svg
-from harness.report.html import max_table_calls, render_html
-from harness.report.markdown import decision_diff_lines, engine_roles, render_markdown
+from harness.report.facts import decision_diff_lines
+from harness.report.html import render_html
+from harness.report.markdown import render_markdown
+from harness.report.model import Caps, engine_roles
 from harness.results import (CallComparison, EngineTiming, PoolStats, RunResult,
                              TensorDivergence, TraceResult)
 from unizero.events import Lookup, Store
@@ -97,9 +99,10 @@ WAIVER_REPORT = {"source": "waivers.toml", "used": {"W-1": 1}, "expired": ["W-ol
 # --- Markdown ----------------------------------------------------------------------------------
 
 def test_markdown_starts_with_the_diverged_verdict_and_its_counts():
-    text = render_markdown(make_run(diverging_trace(), clean_trace()))
-    assert text.splitlines()[0] == ("**DIVERGED: 2 unwaived diverging call(s) in 1 of 2 trace(s), "
-                                    "30 calls, 1 waived divergence(s)**")
+    lines = render_markdown(make_run(diverging_trace(), clean_trace())).splitlines()
+    assert lines[0] == "**DIVERGED: 2 unwaived diverging call(s) in 1 trace(s)**"
+    assert lines[2] == ("2 trace(s), 30 calls, 2 unwaived and 1 waived diverging call(s); "
+                        "exit code 1 (divergence)")
 
 
 def test_markdown_starts_with_the_equivalent_verdict_when_every_trace_passes():
@@ -125,7 +128,7 @@ def test_markdown_timings_table_gives_median_p95_and_ratio_per_call_kind():
     assert "| `clean.kvtrace` | recurrent | 8 | 1.000 | 3.000 | 2.000 | 4.000 | 0.50x |" in lines
 
 
-def test_markdown_first_divergence_section_shows_tensor_numbers_and_decision_diff():
+def test_markdown_details_show_tensor_numbers_decision_diff_and_engine_error():
     text = render_markdown(make_run(diverging_trace()))
     lines = text.splitlines()
     heading = lines.index("### `runs/a|b.kvtrace`: call 3 (recurrent, envs [0, 1]): both, unwaived")
@@ -135,14 +138,17 @@ def test_markdown_first_divergence_section_shows_tensor_numbers_and_decision_dif
     assert ("Cache decisions: env 1 lookup key 0x1a2b3c4d…: control hit (recurrent pool), "
             "candidate miss (first differing event 0; 2 control / 2 candidate events)") in lines
     assert "values_changed root[0]['hit']: true -> false" in lines
-    assert ("| 7 | root | [1] | error | unwaived | - | - | "
-            "control: ok; candidate: ValueError('x\\|y') |") in lines
+    error = lines.index("### `runs/a|b.kvtrace`: call 7 (root, envs [1]): error, unwaived")
+    assert lines[error + 2] == "Engine error: control: ok; candidate: ValueError('x\\|y')"
+    others = lines.index("### `runs/a|b.kvtrace`: other diverging calls (1 listed)")
+    assert lines[others + 4] == ("| 1 | recurrent | [0] | tensor | waived by W-1 | - | "
+                                 "`policy_logits` | 0.5 | - |")
 
 
 def test_markdown_escapes_pipes_inside_cells():
     text = render_markdown(make_run(diverging_trace()))
     tables = re.findall(r"(?:^\|.*\n)+", text, flags=re.MULTILINE)
-    assert len(tables) == 5  # traces, timings, first divergence's tensors, other calls, waivers
+    assert len(tables) == 5  # traces, timings, call 3's tensors, other calls, waivers
     for table in tables:
         widths = {len(re.split(r"(?<!\\)\|", row)) for row in table.splitlines()}
         assert len(widths) == 1, table  # no pipe in a cell splits it
@@ -273,18 +279,19 @@ def test_html_marks_diverging_calls_by_waiver_status_and_opens_the_first_unwaive
     errors_plot = page[start:page.index("</svg>", start)]
     assert errors_plot.count('class="c-unwaived"') == 2
     assert errors_plot.count('class="c-waived"') == 1
-    assert re.findall(r"<details( open)?>", page) == ["", " open", ""]
+    # The unwaived calls are shown in full, as in the console and Markdown forms.
+    assert re.findall(r"<details( open)?>", page) == ["", " open", " open"]
     assert "Log scale; calls whose error is exactly 0" in page
 
 
-def test_html_lists_at_most_max_table_calls_divergences():
+def test_html_lists_at_most_max_listed_calls_divergences():
     calls = tuple(CallComparison(trace="many", call_index=i, call_kind="recurrent", env_ids=(0,),
                                  tensor_divergences=(value_divergence(),))
-                  for i in range(max_table_calls + 5))
+                  for i in range(Caps().max_listed_calls + 5))
     trace = replace(clean_trace("many", num_calls=300), divergences=calls,
                     num_unwaived_calls=len(calls))
     page = render_html(make_run(trace))
-    assert page.count("<details") == max_table_calls
+    assert page.count("<details") == Caps().max_listed_calls
     assert "5 more diverging call(s) are not listed here" in page
 
 
@@ -353,8 +360,7 @@ def test_both_forms_render_a_run_with_no_traces():
     run = make_run()
     parse(render_html(run))
     assert "No trace was compared." in render_html(run)
-    assert render_markdown(run).splitlines()[0] == ("**EQUIVALENT: 0 trace(s), 0 calls, "
-                                                    "0 waived divergence(s)**")
+    assert render_markdown(run).splitlines()[0] == "**INSUFFICIENT EVIDENCE: no trace was compared**"
 
 
 def test_both_forms_render_a_trace_with_no_calls():
@@ -364,4 +370,8 @@ def test_both_forms_render_a_trace_with_no_calls():
     parser = parse(render_html(run))
     assert PLOT_TITLES <= set(parser.svg_titles)
     assert "No per-call errors are recorded" in render_html(run)
-    assert "| `empty.kvtrace` | 0 | 0 | 0 | 0 | - | - | - | 0.0 | 0.0 | - |" in render_markdown(run)
+    markdown = render_markdown(run)
+    assert "| `empty.kvtrace` | 0 | 0 | 0 | 0 | - | - | - | 0.0 | 0.0 | - |" in markdown
+    assert markdown.splitlines()[0] == ("**INSUFFICIENT EVIDENCE: 1 of 1 trace(s) replayed no "
+                                        "call**")
+    assert "- `empty.kvtrace`: replayed no call: no evidence either way" in markdown

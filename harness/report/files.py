@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
-from harness.results import RunResult
+from harness.results import RunResult, dump_run
 
 __all__ = ["atomic_write_text", "write_reports", "run_to_json"]
 
@@ -25,24 +24,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-_SERIES = ("max_errors", "decisions")  # per-call series: one compact line each, not one per value
-
-
 def run_to_json(run: RunResult) -> str:
-    """The report as indented JSON, with each trace's per-call series on one compact line
-    (a 50k-call trace would otherwise take hundreds of thousands of lines and megabytes)."""
-    data = run.to_dict()
-    compact: dict[str, str] = {}
-    for index, trace in enumerate(data["traces"]):
-        for name in _SERIES:
-            if name in trace:
-                token = f"@@kvmigrate-series-{index}-{name}@@"
-                compact[token] = json.dumps(trace[name], separators=(",", ":"), allow_nan=False)
-                trace[name] = token
-    text = json.dumps(data, indent=2, allow_nan=False)
-    for token, series in compact.items():
-        text = text.replace(f'"{token}"', series, 1)
-    return text + "\n"
+    """The report as indented JSON text (see :func:`harness.results.dump_run`)."""
+    return dump_run(run).decode("utf-8")
 
 
 def write_reports(run: RunResult, *, json_path: Path, markdown_path: str | None = None,
