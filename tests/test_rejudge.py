@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,8 +86,7 @@ def test_decisions_and_errors_ignore_tolerances_but_take_waivers(tmp_path):
     event = EventDivergence("env 0 lookup: control hit, candidate miss", 0, 3, 3, {})
     run = run_of(call(1, event=event), call(2, error="control returned; candidate raised X: y"))
     assert rejudge_run(run, policy=loose("*=1,1")).exit_code == 1
-    waived = rejudge_run(run, judge=lambda c: c.__class__(**{
-        **{f: getattr(c, f) for f in c.__dataclass_fields__}, "waiver_id": "w"}))
+    waived = rejudge_run(run, judge=lambda c: dataclasses.replace(c, waiver_id="w"))
     assert waived.exit_code == 0
 
 
