@@ -23,9 +23,13 @@ from harness.observation import Observation
 from harness.results import CallComparison, EngineTiming, PoolStats, TraceResult
 from unizero.events import Clear, Lookup, Store, Trim
 
-__all__ = ["TraceAccumulator", "Judge", "COVERAGE_PATHS", "coverage_of", "lookup_counts"]
+__all__ = ["TraceAccumulator", "Judge", "LATENT_DRIFT", "COVERAGE_PATHS", "coverage_of", "lookup_counts"]
 
 Judge = Callable[[CallComparison], CallComparison]
+
+LATENT_DRIFT = "latent-drift"
+"""Cause of a closed-loop decision divergence on a call whose engines were fed latents that
+differ in their last bits (each its own earlier output): its cache keys differ for that alone."""
 
 COVERAGE_PATHS = ("root_first_step", "root_continuing", "hit_root_pool", "hit_recurrent_pool",
                   "miss", "forced_miss", "eviction", "trim", "clear_after_root", "clear_periodic",
@@ -130,9 +134,15 @@ class TraceAccumulator:
         self.num_calls = self.num_tensors = self.num_slots = 0
         self.num_unwaived = self.num_waived = 0
 
-    def observe(self, recorded: RecordedCall, control: Observation,
-                candidate: Observation) -> CallComparison | None:
-        """Judge one call; return its (judged) divergence, None when the two agree."""
+    def observe(self, recorded: RecordedCall, control: Observation, candidate: Observation, *,
+                drifted: bool = False) -> CallComparison | None:
+        """Judge one call; return its (judged) divergence, None when the two agree.
+
+        Args:
+            drifted: the two engines were fed different latents (closed loop: each its own
+                earlier output). A decision-only divergence there has cause ``latent-drift``:
+                the cache keys differ because the latents differ in their last bits.
+        """
         self.num_calls += 1
         self._samples[(self.control, recorded.kind)].append(control.elapsed_s)
         self._samples[(self.candidate, recorded.kind)].append(candidate.elapsed_s)
@@ -147,11 +157,13 @@ class TraceAccumulator:
         self._max_errors.append(verdict.max_abs_err)
         if not verdict.diverged:
             return None
+        decision_only = not verdict.tensor_divergences and verdict.engine_error is None
+        cause = LATENT_DRIFT if drifted and decision_only else None
         found = CallComparison(trace=self.label, call_index=recorded.index,
                                call_kind=recorded.kind, env_ids=recorded.env_ids,
                                tensor_divergences=verdict.tensor_divergences,
                                event_divergence=verdict.event_divergence,
-                               engine_error=verdict.engine_error)
+                               engine_error=verdict.engine_error, cause=cause)
         if self.judge is not None:
             found = self.judge(found)
         if found.waived:

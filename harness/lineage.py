@@ -80,6 +80,13 @@ class ClosedLoop:
             return recorded
         return dataclasses.replace(recorded, call=dataclasses.replace(call, latent_state=fed))
 
+    @staticmethod
+    def drifted(control: RecordedCall, candidate: RecordedCall) -> bool:
+        """Were the two engines fed latents that differ in some bit (their own outputs)?"""
+        a, b = control.call, candidate.call
+        return (isinstance(a, RecurrentCall) and isinstance(b, RecurrentCall)
+                and a.latent_state.tobytes() != b.latent_state.tobytes())
+
     def observe(self, engine: str, recorded: RecordedCall, observation: Observation) -> None:
         """Keep the engine's own latents of this search window."""
         own = self._own.setdefault(engine, {})

@@ -93,16 +93,16 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
             recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
                                         where=path)
             order = ("control", "candidate") if record.index % 2 == 0 else ("candidate", "control")
-            observed = {}
+            observed, fed = {}, {}
             for role in order:
-                engine = engines[role]
-                fed = recorded if loop is None else loop.feed(role, recorded)
-                observed[role] = engine.apply(fed)
+                fed[role] = recorded if loop is None else loop.feed(role, recorded)
+                observed[role] = engines[role].apply(fed[role])
                 if loop is not None:
                     loop.observe(role, recorded, observed[role])
             if loop is not None:
                 loop.record(recorded)
-            accumulator.observe(recorded, observed["control"], observed["candidate"])
+            accumulator.observe(recorded, observed["control"], observed["candidate"],
+                                drifted=ClosedLoop.drifted(fed["control"], fed["candidate"]))
             if progress:
                 progress(accumulator.num_calls, reader.num_records)
         if reader.truncated:

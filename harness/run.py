@@ -85,7 +85,8 @@ def run_comparison(paths: Sequence[str], options: ReplayOptions, *, waivers_path
                                 progress=progress(path) if progress else None) for path in paths]
     return RunResult(created_at=created, control_engine=options.control,
                      candidate_engine=candidate_name(options), manager_spec=options.manager,
-                     tolerances=options.policy.to_dict(), traces=tuple(results))
+                     tolerances=options.policy.to_dict(), traces=tuple(results),
+                     loop=options.loop)
 
 
 def load_run(path: str) -> RunResult:
