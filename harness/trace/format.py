@@ -15,12 +15,15 @@ from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
+from harness.fileio import open_input
+from harness.limits import DEFAULT_LIMITS, Limits
 from harness.trace import codec
-from harness.trace.errors import (NotATraceError, TraceCorruptError, TraceTruncatedError,
-                                  TraceVersionError)
+from harness.trace.errors import (NotATraceError, TraceCorruptError, TraceLimitError,
+                                  TraceTruncatedError, TraceVersionError)
 
 __all__ = ["Record", "TraceWriter", "TraceReader", "open_trace", "iter_records"]
 
+_MAX_FOOTER_BYTES = 4096  # the end-of-trace holds {"num_records": n}
 _HINTS = ((b"\x80", "a Python pickle, which is never unpickled"),
           (b"PK\x03\x04", "a zip archive (an .npz or torch.save file?)"),
           (b"\x93NUMPY", "a NumPy .npy file"),
@@ -152,9 +155,15 @@ class TraceReader:
     be repeated. Payload checksums are verified as each record is read, so a corrupt record
     raises :class:`TraceCorruptError` after the records before it were yielded.
 
+    Every frame's declared sizes are checked against ``limits`` as its head is read, before
+    its payload is read or inflated, and every array descriptor before the array is built, so
+    a hostile file is refused at flat memory (:class:`TraceLimitError`).
+
     Args:
-        path: the trace file (a ``.partial`` file of a killed capture reads too).
+        path: the trace file (a ``.partial`` file of a killed capture reads too); it must be a
+            regular file: a FIFO or device is refused without being opened.
         strict: raise :class:`TraceTruncatedError` on open if the end-of-trace is missing.
+        limits: the bounds on frame and array sizes (default: :data:`DEFAULT_LIMITS`).
 
     Attributes:
         header: the dict the writer was given.
@@ -168,8 +177,10 @@ class TraceReader:
         TraceError: a subclass naming the file, frame and offset (see docs/trace-format.md).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.path = os.fspath(path)
+        self.limits = limits
         self._file = _open_file(self.path)
         try:
             self._size = os.fstat(self._file.fileno()).st_size
@@ -200,7 +211,9 @@ class TraceReader:
                 self._corrupt("expected a record frame here", "record", index, offset)
             payload = self._payload(head, offset, "record", index, unpacker.payload)
             try:
-                kind, meta, arrays = codec.decode_record(payload)
+                kind, meta, arrays = codec.decode_record(
+                    payload, max_arrays=self.limits.max_arrays_per_record,
+                    max_ndim=self.limits.max_array_ndim)
             except codec.PayloadError as exc:
                 self._corrupt(str(exc), "record", index, offset)
             yield Record(index, offset, kind, meta, arrays)
@@ -312,9 +325,25 @@ class TraceReader:
         if len(data) < codec.FRAME_HEAD.size:
             return None
         try:
-            return codec.parse_head(data)
+            head = codec.parse_head(data)
         except codec.PayloadError as exc:
             self._corrupt(str(exc), frame, index, offset)
+        self._check_size(head, index, offset)
+        return head
+
+    def _check_size(self, head: codec.FrameHead, index: int | None, offset: int) -> None:
+        """Refuse a frame whose declared sizes exceed the limits, before reading its payload."""
+        frame = {codec.HEADER: "header", codec.RECORD: "record"}.get(head.kind, "end-of-trace")
+        name = "max_header_bytes" if head.kind == codec.HEADER else "max_frame_bytes"
+        bound = getattr(self.limits, name)
+        declared = max(head.stored_len, head.raw_len)
+        if head.kind == codec.END:
+            bound, name = _MAX_FOOTER_BYTES, "the end-of-trace size"
+        if declared > bound:
+            raise TraceLimitError(self.path, f"the frame declares {declared} payload bytes, over "
+                                  f"the limit {name} = {bound} (raise it with --limit "
+                                  f"{name}=N if the trace is trusted)",
+                                  frame, None if head.kind != codec.RECORD else index, offset)
 
     def _payload(self, head: codec.FrameHead, offset: int, frame: str, index: int | None,
                  unpack: Callable[[codec.FrameHead, bytes], bytes] = codec.unpack_payload) -> bytes:
@@ -356,16 +385,17 @@ def iter_records(path: str | os.PathLike[str], *, strict: bool = False) -> Itera
         yield from reader
 
 
+class _OpenError(Exception):
+    """What :func:`open_input` raises here; re-raised as a :class:`NotATraceError`."""
+
+
 def _open_file(path: str) -> BinaryIO:
-    if os.path.isdir(path):
-        raise NotATraceError(path, "is a directory, expected a kvtrace file")
     try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise NotATraceError(path, "no such file, expected a kvtrace file") from None
-    except OSError as exc:
-        raise NotATraceError(path, f"cannot open ({exc.strerror}), expected a readable kvtrace "
-                             f"file") from None
+        return open_input(path, "kvtrace file", error=_OpenError)
+    except _OpenError as exc:
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise NotATraceError(path, detail.replace("no such kvtrace file",
+                                                  "no such file, expected a kvtrace file")) from None
 
 
 def _not_magic(data: bytes) -> str:
