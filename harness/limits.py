@@ -19,7 +19,7 @@ from typing import Any
 from unizero.config import ConfigError, WorldModelConfig
 
 __all__ = ["Limits", "LimitError", "DEFAULT_LIMITS", "check_config", "config_from_header",
-           "parse_limit_option", "apply_limit_options", "model_num_params", "kv_cache_bytes"]
+           "parse_limit_option", "apply_limit_options", "model_num_params", "kv_slot_bytes", "kv_cache_bytes"]
 
 _MiB = 2**20
 _GiB = 2**30
@@ -46,7 +46,10 @@ class Limits:
             bounds on the matching :class:`~unizero.config.WorldModelConfig` fields (the pool
             bound applies to each pool's slot count, overrides included).
         max_model_params: parameters of the world model the config describes (estimated).
-        max_kv_cache_bytes: float32 bytes of all KV pools filled (estimated upper bound).
+        max_kv_slot_bytes: float32 bytes of one KV pool slot (all layers, keys and values,
+            ``max_tokens`` positions).
+        max_kv_cache_bytes: float32 bytes of every KV pool slot filled, a worst case that
+            the lazily filled pools reach only on long traces.
         max_scenario_steps: environment steps one scenario may ask for.
     """
 
@@ -69,7 +72,8 @@ class Limits:
     max_game_segment_length: int = 100_000
     max_pool_slots: int = 1_000_000
     max_model_params: int = 500_000_000
-    max_kv_cache_bytes: int = 16 * _GiB
+    max_kv_slot_bytes: int = 64 * _MiB
+    max_kv_cache_bytes: int = 128 * _GiB
     max_scenario_steps: int = 10_000_000
 
     def __post_init__(self) -> None:
@@ -135,13 +139,17 @@ def model_num_params(config: WorldModelConfig) -> int:
     return transformer + encoder + tables + heads
 
 
+def kv_slot_bytes(config: WorldModelConfig) -> int:
+    """Float32 bytes of one KV pool slot: keys and values of all layers, one sample of
+    ``max_tokens`` positions."""
+    return config.num_layers * 2 * config.max_tokens * config.embed_dim * 4
+
+
 def kv_cache_bytes(config: WorldModelConfig) -> int:
-    """Float32 bytes of every KV pool slot filled: keys and values of all layers, one sample
-    of ``max_tokens`` positions per slot, root pools once per env."""
-    per_slot = config.num_layers * 2 * config.max_tokens * config.embed_dim * 4
+    """Float32 bytes of every KV pool slot filled (root pools once per env)."""
     slots = (config.init_pool_size * config.env_num + config.recur_pool_size
              + config.wm_pool_size)
-    return per_slot * slots
+    return kv_slot_bytes(config) * slots
 
 
 def check_config(config: WorldModelConfig, limits: Limits = DEFAULT_LIMITS, *,
@@ -157,6 +165,8 @@ def check_config(config: WorldModelConfig, limits: Limits = DEFAULT_LIMITS, *,
         limits.check(bound, getattr(config, field), f"{where}.{field}")
     limits.check("max_model_params", model_num_params(config),
                  f"{where}: the model's estimated parameter count")
+    limits.check("max_kv_slot_bytes", kv_slot_bytes(config),
+                 f"{where}: the estimated bytes of one KV pool slot")
     limits.check("max_kv_cache_bytes", kv_cache_bytes(config),
                  f"{where}: the KV pools' estimated bytes")
 
