@@ -13,12 +13,16 @@ Load with :func:`harness.tomlfile.load_toml`, e.g.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+import os
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from harness.tomlfile import convert, load_toml
+
 __all__ = ["WaiverEntry", "WaiverFile", "RolloutEntryFields", "RolloutFile", "GatePhaseTable",
-           "GateFile", "ToleranceTable", "ToleranceFile", "LimitsTable", "Count", "PhaseNumber"]
+           "GateFile", "ToleranceTable", "ToleranceFile", "LimitsTable", "Count", "PhaseNumber",
+           "load_gate_file", "load_tolerance_file", "load_rollout_file", "load_waiver_file"]
 
 _MAX_COUNT = 2**62
 Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
@@ -53,7 +57,7 @@ class WaiverEntry(_Schema, rename={"divergence_class": "class"}):
 class WaiverFile(_Schema):
     """A waiver file: any number of ``[[waiver]]`` tables."""
 
-    waiver: list[WaiverEntry] = []
+    waiver: list[WaiverEntry] = msgspec.field(default_factory=list)
 
 
 class RolloutEntryFields(_Schema):
@@ -73,7 +77,7 @@ class RolloutFile(_Schema):
 
     schema: Literal["kvmigrate.rollout/1"]
     phase: PhaseNumber
-    history: list[RolloutEntryFields] = []
+    history: list[RolloutEntryFields] = msgspec.field(default_factory=list)
 
 
 class GatePhaseTable(_Schema):
@@ -95,9 +99,10 @@ class GatePhaseTable(_Schema):
 
 
 class GateFile(_Schema):
-    """``gate.toml``: ``[phase.N]`` tables keyed by ASCII phase numbers."""
+    """``gate.toml``: ``[phase.N]`` tables keyed by ASCII phase numbers; each table is checked
+    on its own by :func:`load_gate_file` so that an error names its phase."""
 
-    phase: dict[Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,2}$")], GatePhaseTable]
+    phase: dict[Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,2}$")], dict[str, Any]]
 
 
 class ToleranceTable(_Schema):
@@ -107,13 +112,50 @@ class ToleranceTable(_Schema):
     atol: NonNegative
 
 
+# A plain str in this union: msgspec 0.22 crashes in the garbage collector when a
+# length-constrained str shares a union with an array and a Struct.
+ToleranceSpec = str | tuple[NonNegative, NonNegative] | ToleranceTable
+
+
 class ToleranceFile(_Schema):
     """A tolerance file: the NaN policy and per-path tolerances (``"rtol,atol"``,
     ``[rtol, atol]`` or a table)."""
 
     nan: Literal["equal", "fail"] = "equal"
-    paths: dict[Glob, Name | tuple[NonNegative, NonNegative] | ToleranceTable] = {}
+    paths: dict[Glob, ToleranceSpec] = msgspec.field(default_factory=dict)
 
 
 LimitsTable = dict[Name, Annotated[int, msgspec.Meta(ge=1, le=2**62)]]
 """A ``[limits]`` table: limit name -> positive int (names checked by ``Limits.replace``)."""
+
+
+def load_gate_file(path: str | os.PathLike[str], error: type[Exception]) -> dict[int, GatePhaseTable]:
+    """The typed ``[phase.N]`` tables of a gate config; errors name ``[phase.N].field``."""
+    document = load_toml(path, GateFile, error, "gate config")
+    return {int(key): convert(table, GatePhaseTable, error=error,
+                              where=f"{os.fspath(path)}: [phase.{key}]")
+            for key, table in document.phase.items()}
+
+
+def load_tolerance_file(path: str | os.PathLike[str], error: type[Exception]) -> ToleranceFile:
+    """The typed tolerance file; an error in a path's tolerance names the pattern."""
+    document = load_toml(path, _ToleranceTop, error, "tolerance file")
+    paths = {pattern: convert(spec, ToleranceSpec, error=error,
+                              where=f"{os.fspath(path)}: paths.{pattern!r}")
+             for pattern, spec in document.paths.items()}
+    return ToleranceFile(nan=document.nan, paths=paths)
+
+
+def load_rollout_file(path: str | os.PathLike[str], error: type[Exception]) -> RolloutFile:
+    """The typed rollout record (the caller checks that its moves chain up)."""
+    return load_toml(path, RolloutFile, error, "rollout record")
+
+
+def load_waiver_file(path: str | os.PathLike[str], error: type[Exception]) -> WaiverFile:
+    """The typed waiver file (the caller checks call ranges and duplicate ids)."""
+    return load_toml(path, WaiverFile, error, "waiver file")
+
+
+class _ToleranceTop(_Schema):
+    nan: Literal["equal", "fail"] = "equal"
+    paths: dict[Glob, Any] = msgspec.field(default_factory=dict)
