@@ -34,10 +34,10 @@ class OutputFileError(ValueError):
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory")):
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "not a regular file or directory"
 
 
 def _stat(path: PathLike, what: str, error: type[Exception]) -> os.stat_result:
