@@ -12,6 +12,7 @@ naming the file, the field and what was expected.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from typing import Any, TypeVar
@@ -60,12 +61,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:32]} does not fit a finite float")
+    return value
+
+
 def read_json(path: PathLike, error: type[Exception], what: str, *,
               max_bytes: int | None = None) -> Any:
-    """Parse ``path`` as strict JSON (``NaN`` and ``Infinity`` refused); one-line errors."""
+    """Parse ``path`` as strict JSON (``NaN``, ``Infinity`` and floats that overflow to it are
+    refused); one-line errors."""
     text = _text(path, error, what, max_bytes)
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise error(f"{os.fspath(path)}: not valid JSON (line {exc.lineno}, column "
                     f"{exc.colno}: {exc.msg})") from None

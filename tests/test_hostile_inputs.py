@@ -58,6 +58,7 @@ DEEP_JSON = "[" * 100_000 + "]" * 100_000
     (read_json, "big.json", "[" + "9" * 5000 + "]", ("cannot be read as JSON", "digits")),
     (read_json, "nan.json", '{"x": NaN}', ("cannot be read as JSON (NaN is not a JSON number)",)),
     (read_json, "inf.json", '{"x": -Infinity}', ("-Infinity is not a JSON number",)),
+    (read_json, "huge.json", '{"x": 1e400}', ("1e400 does not fit a finite float",)),
     (read_toml, "syntax.toml", "x = = 1\n", ("not valid TOML (",)),
     (read_json, "syntax.json", "{", ("not valid JSON (line 1, column 2",)),
 ])
