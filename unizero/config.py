@@ -28,6 +28,16 @@ def _is_int(value: Any, low: int, high: int = _MAX_INT) -> bool:
     return type(value) is int and low <= value <= high
 
 
+def _require_int(name: str, value: Any, low: int, expected: str, *, nullable: bool = False) -> None:
+    """``value`` an int in ``[low, _MAX_INT]`` (or None when ``nullable``), else a one-line
+    ConfigError: ``expected`` for a wrong type or a value too small, the ceiling above it."""
+    if nullable and value is None:
+        return
+    _require(type(value) is int and value >= low, f"config.{name}: expected {expected}, "
+                                                   f"got {value!r}")
+    _require(value <= _MAX_INT, f"config.{name}: expected {expected} <= {_MAX_INT}, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class WorldModelConfig:
     """Geometry and cache sizing of a UniZero-style world model.
@@ -68,11 +78,8 @@ class WorldModelConfig:
                     "game_segment_length", "encoder_hidden", "cache_log_interval")
         for name in positive:
             value = getattr(self, name)
-            _require(_is_int(value, 1), f"config.{name}: expected a positive integer "
-                     f"<= {_MAX_INT}, got {value!r}")
-        _require(_is_int(self.support_size, 0),
-                 f"config.support_size: expected a non-negative integer <= {_MAX_INT}, "
-                 f"got {self.support_size!r}")
+            _require_int(name, value, 1, "a positive integer")
+        _require_int("support_size", self.support_size, 0, "a non-negative integer")
         for name in ("zero_init_heads", "use_new_cache_manager", "enable_cache_logging"):
             _require(type(getattr(self, name)) is bool,
                      f"config.{name}: expected true or false, got {getattr(self, name)!r}")
@@ -93,9 +100,7 @@ class WorldModelConfig:
                  f"got {self.weight_seed!r}")
         for name in ("init_pool_size_override", "recur_pool_size_override", "wm_pool_size_override"):
             value = getattr(self, name)
-            _require(value is None or _is_int(value, 1),
-                     f"config.{name}: expected a positive integer <= {_MAX_INT} or null, "
-                     f"got {value!r}")
+            _require_int(name, value, 1, "a positive integer or null", nullable=True)
         _require(isinstance(self.eviction, str) and self.eviction in ("fifo", "lru"),
                  f"config.eviction: expected 'fifo' or 'lru', got {self.eviction!r}")
         _require(isinstance(self.cache_manager_class, str) and ":" in self.cache_manager_class,

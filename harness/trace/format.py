@@ -373,15 +373,17 @@ class TraceReader:
                 f"({cut.num_records} complete records{dangling}): the capture did not finish")
 
 
-def open_trace(path: str | os.PathLike[str], *, strict: bool = False) -> TraceReader:
+def open_trace(path: str | os.PathLike[str], *, strict: bool = False,
+               limits: Limits = DEFAULT_LIMITS) -> TraceReader:
     """Open a trace for reading; see :class:`TraceReader`."""
-    return TraceReader(path, strict=strict)
+    return TraceReader(path, strict=strict, limits=limits)
 
 
-def iter_records(path: str | os.PathLike[str], *, strict: bool = False) -> Iterator[Record]:
+def iter_records(path: str | os.PathLike[str], *, strict: bool = False,
+                 limits: Limits = DEFAULT_LIMITS) -> Iterator[Record]:
     """Yield every record of ``path`` and close it; a cut tail ends the iteration quietly
     unless ``strict``."""
-    with TraceReader(path, strict=strict) as reader:
+    with TraceReader(path, strict=strict, limits=limits) as reader:
         yield from reader
 
 
