@@ -98,9 +98,10 @@ def test_a_record_frame_declaring_more_than_the_cap_is_refused_before_it_is_read
     # no disk. v0.1 read all 600 MiB to verify the checksum; the head alone now refuses it.
     size = 600 * _MiB
     stored_hash = xxhash.xxh64()
-    chunk = bytes(16 * _MiB)
+    chunk = bytes(8 * _MiB)
     for _ in range(size // len(chunk)):
         stored_hash.update(chunk)
+    assert size % len(chunk) == 0
     body = struct.pack("<cBHIIQ", codec.RECORD, 0, 0, size, size, stored_hash.intdigest())
     head = body + struct.pack("<I", zlib.crc32(body))
     path = tmp_path / "big.kvtrace"
