@@ -107,12 +107,12 @@ def read_input_bytes(path: PathLike, what: str, max_bytes: int, *,
             raise error(f"{os.fspath(path)}: the {what} is {size} bytes, over the limit "
                         f"max_input_file_bytes = {max_bytes}")
         try:
-            data = handle.read(max_bytes + 1)
+            data = handle.read(size + 1)  # read(n) allocates n bytes up front: not the cap
         except OSError as exc:
             raise error(f"{os.fspath(path)}: cannot read the {what} ({exc.strerror})") from None
-    if len(data) > max_bytes:
-        raise error(f"{os.fspath(path)}: the {what} grew past the limit max_input_file_bytes = "
-                    f"{max_bytes} while it was read")
+    if len(data) > size:
+        raise error(f"{os.fspath(path)}: the {what} grew while it was read; expected a file "
+                    f"that is not being written")
     return data
 
 

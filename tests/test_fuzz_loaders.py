@@ -23,7 +23,7 @@ from harness.schemas import (GatePhaseTable, RolloutFile, ToleranceFile, WaiverF
 from harness.tomlfile import convert, read_json, read_toml
 from harness.waivers import WaiverError, load_waivers
 
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -122,7 +122,7 @@ def reference_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(pattern=st.text(alphabet="ab*?.[", max_size=8), text=st.text(alphabet="ab.[", max_size=10))
 def test_the_linear_glob_matcher_agrees_with_the_backtracking_regex(pattern, text):
     expected = reference_regex(pattern).fullmatch(text) is not None

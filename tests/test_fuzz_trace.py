@@ -21,7 +21,7 @@ import xxhash
 from harness.limits import DEFAULT_LIMITS
 from harness.trace import TraceError, TraceReader, TraceWriter, codec
 
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 SMALL_LIMITS = DEFAULT_LIMITS.replace(max_frame_bytes=1 << 16, max_header_bytes=1 << 12,

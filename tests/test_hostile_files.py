@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -155,3 +156,15 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_pa
     assert str(excinfo.value) == f"{out}: cannot write the JSON report (No space left on device)"
     assert out.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_reading_a_small_input_allocates_about_its_size_not_the_cap(tmp_path):
+    path = tmp_path / "in.toml"
+    path.write_bytes(b"x = 1\n" * 100)
+    tracemalloc.start()
+    try:
+        assert len(read_input_bytes(path, "scenario", 256 * 2**20)) == 600
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
