@@ -276,3 +276,12 @@ def test_a_symlink_loop_and_a_device_are_not_traces(tmp_path):
     with pytest.raises(NotATraceError, match="is a character device, expected a kvtrace file"):
         TraceReader("/dev/zero")
     assert issubclass(NotATraceError, TraceError)
+
+
+def test_an_end_of_trace_frame_declaring_a_large_footer_is_corrupt(tmp_path):
+    body = preamble() + header_frame({"schema": 1})
+    end = frame(codec.END, b'{"num_records":0}' + b" " * 8192)
+    path = tmp_path / "footer.kvtrace"
+    path.write_bytes(body + end + struct.pack("<Q8s", len(body), codec.END_MAGIC))
+    message = refuse(path, TraceCorruptError)
+    assert "end-of-trace" in message and "expected at most 4096" in message

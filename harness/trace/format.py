@@ -333,17 +333,20 @@ class TraceReader:
 
     def _check_size(self, head: codec.FrameHead, index: int | None, offset: int) -> None:
         """Refuse a frame whose declared sizes exceed the limits, before reading its payload."""
-        frame = {codec.HEADER: "header", codec.RECORD: "record"}.get(head.kind, "end-of-trace")
-        name = "max_header_bytes" if head.kind == codec.HEADER else "max_frame_bytes"
-        bound = getattr(self.limits, name)
         declared = max(head.stored_len, head.raw_len)
         if head.kind == codec.END:
-            bound, name = _MAX_FOOTER_BYTES, "the end-of-trace size"
+            if declared > _MAX_FOOTER_BYTES:
+                self._corrupt(f"the end-of-trace declares {declared} bytes, expected at most "
+                              f"{_MAX_FOOTER_BYTES}", "end-of-trace", None, offset)
+            return
+        name = "max_header_bytes" if head.kind == codec.HEADER else "max_frame_bytes"
+        bound = getattr(self.limits, name)
         if declared > bound:
+            frame, index = ("header", None) if head.kind == codec.HEADER else ("record", index)
             raise TraceLimitError(self.path, f"the frame declares {declared} payload bytes, over "
                                   f"the limit {name} = {bound} (raise it with --limit "
-                                  f"{name}=N if the trace is trusted)",
-                                  frame, None if head.kind != codec.RECORD else index, offset)
+                                  f"{name}={declared} if the trace is trusted)",
+                                  frame, index, offset)
 
     def _payload(self, head: codec.FrameHead, offset: int, frame: str, index: int | None,
                  unpack: Callable[[codec.FrameHead, bytes], bytes] = codec.unpack_payload) -> bytes:
