@@ -50,7 +50,7 @@ def test_a_fifo_named_as_a_trace_is_refused_without_hashing(tmp_path):
     start = time.perf_counter()
     with pytest.raises(EvidenceError, match="is a FIFO"):
         verify_trace_digests("r.json", [(str(fifo), "sha256:00")])
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2.0
 
 
 def labels(count, indices, set_id=None):
@@ -89,4 +89,4 @@ def test_checking_20k_shards_is_linear():
     shards = labels(20_000, range(1, 20_001))
     start = time.perf_counter()
     check_shard_set(shards)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 5.0  # ~0.07 s; a quadratic check takes minutes

@@ -58,7 +58,7 @@ def test_what_is_not_a_regular_file_is_refused_in_one_line(tmp_path, make, fragm
     start = time.perf_counter()
     with pytest.raises(InputFileError) as excinfo:
         read_input_bytes(path, "report", 100)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2.0
     assert str(excinfo.value) == f"{path}: {fragment}"
 
 

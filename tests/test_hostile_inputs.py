@@ -84,7 +84,7 @@ def test_a_fifo_a_directory_and_a_symlink_loop_are_refused_at_once(tmp_path, rea
         with pytest.raises(UserError) as excinfo:
             reader(path, UserError, "waiver file")
         one_line(excinfo, path, fragment)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2.0
 
 
 def test_an_input_over_the_size_cap_is_refused_before_it_is_read(tmp_path):
@@ -188,7 +188,7 @@ def test_a_backtracking_glob_matches_a_long_path_in_linear_time():
     start = time.perf_counter()
     assert not pattern.fullmatch(path)
     assert pattern.fullmatch(path + "x")
-    assert time.perf_counter() - start < 0.05
+    assert time.perf_counter() - start < 0.5  # microseconds; the regex it replaces backtracks for minutes
 
 
 # ------------------------------------------------------------------ through the CLI
