@@ -19,7 +19,8 @@ from typing import Any
 from unizero.config import ConfigError, WorldModelConfig
 
 __all__ = ["Limits", "LimitError", "DEFAULT_LIMITS", "check_config", "config_from_header",
-           "parse_limit_option", "apply_limit_options", "model_num_params", "kv_slot_bytes", "kv_cache_bytes"]
+           "parse_limit_option", "apply_limit_options", "model_num_params", "kv_slot_bytes",
+           "kv_cache_bytes"]
 
 _MiB = 2**20
 _GiB = 2**30

@@ -129,7 +129,8 @@ LimitsTable = dict[Name, Annotated[int, msgspec.Meta(ge=1, le=2**62)]]
 """A ``[limits]`` table: limit name -> positive int (names checked by ``Limits.replace``)."""
 
 
-def load_gate_file(path: str | os.PathLike[str], error: type[Exception]) -> dict[int, GatePhaseTable]:
+def load_gate_file(path: str | os.PathLike[str],
+                   error: type[Exception]) -> dict[int, GatePhaseTable]:
     """The typed ``[phase.N]`` tables of a gate config; errors name ``[phase.N].field``."""
     document = load_toml(path, GateFile, error, "gate config")
     return {int(key): convert(table, GatePhaseTable, error=error,

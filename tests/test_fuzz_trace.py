@@ -14,9 +14,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import xxhash
 
 from harness.limits import DEFAULT_LIMITS
 from harness.trace import TraceError, TraceReader, TraceWriter, codec
@@ -75,7 +75,8 @@ def test_any_mutation_of_a_real_trace_reads_or_fails_as_a_trace_error(tmp_path, 
 
 
 def checksummed(kind: bytes, flags: int, stored: bytes, raw_len: int) -> bytes:
-    body = struct.pack("<cBHIIQ", kind, flags, 0, len(stored), raw_len, xxhash.xxh64_intdigest(stored))
+    body = struct.pack("<cBHIIQ", kind, flags, 0, len(stored), raw_len,
+                       xxhash.xxh64_intdigest(stored))
     return body + struct.pack("<I", zlib.crc32(body)) + stored
 
 
