@@ -17,6 +17,7 @@ import pytest
 from harness.fileio import (InputFileError, OutputFileError, atomic_write_bytes,
                             atomic_write_text, check_input_dir, check_input_file,
                             check_output_path, open_input, read_input_bytes)
+from harness.trace import TraceWriter
 
 
 # ------------------------------------------------------------------ inputs
@@ -168,3 +169,14 @@ def test_reading_a_small_input_allocates_about_its_size_not_the_cap(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024
+
+
+def test_a_capture_into_a_directory_or_onto_its_scenario_is_refused_before_it_starts(tmp_path):
+    scenario = tmp_path / "S.toml"
+    scenario.write_text("name = 's'\n")
+    with pytest.raises(OutputFileError, match="is a directory, expected a file path for the trace"):
+        TraceWriter(tmp_path, {"schema": 1})
+    with pytest.raises(OutputFileError, match="would overwrite the input"):
+        TraceWriter(scenario, {"schema": 1}, inputs=[scenario])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S.toml"]
+    assert scenario.read_text() == "name = 's'\n"
