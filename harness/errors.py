@@ -5,6 +5,8 @@ from __future__ import annotations
 from harness.calls import CallFormatError
 from harness.compare import ToleranceError
 from harness.engines import EngineError
+from harness.evidence import EvidenceError
+from harness.fileio import InputFileError, OutputFileError
 from harness.scenario import ScenarioError
 from harness.trace import TraceError
 from harness.waivers import WaiverError
@@ -21,4 +23,4 @@ class UsageError(ValueError):
 
 USER_ERRORS = (UsageError, TraceError, CallFormatError, ToleranceError, EngineError, ScenarioError,
                BackendError, ConfigError, InputError, WaiverError, FileNotFoundError, IsADirectoryError,
-               PermissionError)
+               PermissionError, InputFileError, OutputFileError, EvidenceError)

@@ -210,3 +210,12 @@ def test_a_hostile_tolerance_file_exits_2_with_one_line(tmp_path, data, fragment
     code, err = run_cli("compare", str(TRACE), "--tolerances", str(path))
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
     assert fragment in err and "Traceback" not in err
+
+
+def test_a_capture_into_a_directory_exits_2_before_capturing(tmp_path):
+    scenario = tmp_path / "S.toml"
+    scenario.write_bytes((REPO / "scenarios" / "cartpole_small.toml").read_bytes())
+    code, err = run_cli("capture", str(scenario), "-o", str(tmp_path))
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{tmp_path}: is a directory, expected a file path for the trace" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S.toml"]  # no DIR.partial
