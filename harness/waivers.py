@@ -12,27 +12,30 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from harness.compare.tensors import glob_regex
+from harness.errors import UserError
+from harness.globmatch import compile_glob
 from harness.results import CallComparison, RunResult
-from harness.tomlfile import read_toml
+from harness.schemas import WaiverEntry, WaiverFile
+from harness.tomlfile import load_toml
 
 __all__ = ["Waiver", "WaiverSet", "WaiverError", "load_waivers", "DEFAULT_WAIVERS", "waiver_report"]
 
 DEFAULT_WAIVERS = Path(__file__).resolve().parents[1] / "waivers.toml"
-_CLASSES = ("tensor", "decision", "both", "error", "any")
-_FIELDS = {"id", "reason", "expires", "trace", "call_kind", "class", "tensor", "calls", "cap"}
 
 
-class WaiverError(ValueError):
+class WaiverError(UserError):
     """A malformed waiver file; the message names the waiver and field."""
 
 
 @dataclass(frozen=True, slots=True)
 class Waiver:
+    """One waiver: its identity, expiry, scope and cap (see the module docstring)."""
+
     id: str
     reason: str
     expires: dt.date
@@ -47,8 +50,8 @@ class Waiver:
         return today > self.expires
 
     def in_scope(self, call: CallComparison) -> bool:
-        if not glob_regex(self.trace).fullmatch(call.trace) and \
-                not glob_regex(self.trace).fullmatch(Path(call.trace).name):
+        trace = compile_glob(self.trace)
+        if not trace.fullmatch(call.trace) and not trace.fullmatch(Path(call.trace).name):
             return False
         if self.call_kind is not None and call.call_kind != self.call_kind:
             return False
@@ -56,7 +59,7 @@ class Waiver:
             return False
         if not self.calls[0] <= call.call_index <= self.calls[1]:
             return False
-        pattern = glob_regex(self.tensor)
+        pattern = compile_glob(self.tensor)
         return all(pattern.fullmatch(d.path) for d in call.tensor_divergences)
 
     def cap_holds(self, call: CallComparison) -> bool:
@@ -68,30 +71,14 @@ class Waiver:
                    and d.max_abs_err <= self.cap for d in call.tensor_divergences)
 
 
-def _parse(entry: Mapping[str, Any], where: str) -> Waiver:
-    unknown = sorted(set(entry) - _FIELDS)
-    if unknown:
-        raise WaiverError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
-    for name in ("id", "reason", "expires"):
-        if name not in entry:
-            raise WaiverError(f"{where}: missing required field {name!r}")
-    expires = entry["expires"]
-    if not isinstance(expires, dt.date) or isinstance(expires, dt.datetime):
-        raise WaiverError(f"{where}.expires: expected a TOML date like 2027-01-31, got {expires!r}")
-    klass = entry.get("class", "any")
-    if klass not in _CLASSES:
-        raise WaiverError(f"{where}.class: expected one of {', '.join(_CLASSES)}, got {klass!r}")
-    calls = entry.get("calls", [0, 2**62])
-    if (not isinstance(calls, list) or len(calls) != 2 or not all(isinstance(c, int) for c in calls)
-            or calls[0] > calls[1]):
-        raise WaiverError(f"{where}.calls: expected [first, last] call indices, got {calls!r}")
-    cap = entry.get("cap", "decision")
-    if not (cap == "decision" or (isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap >= 0)):
-        raise WaiverError(f"{where}.cap: expected a non-negative number or \"decision\", got {cap!r}")
-    return Waiver(id=str(entry["id"]), reason=str(entry["reason"]), expires=expires,
-                  trace=str(entry.get("trace", "*")), call_kind=entry.get("call_kind"),
-                  divergence_class=klass, tensor=str(entry.get("tensor", "*")),
-                  calls=(calls[0], calls[1]), cap=cap if cap == "decision" else float(cap))
+def _waiver(entry: WaiverEntry, where: str) -> Waiver:
+    if entry.calls[0] > entry.calls[1]:
+        raise WaiverError(f"{where}.calls: expected [first, last] with first <= last, "
+                          f"got {list(entry.calls)!r}")
+    return Waiver(id=entry.id, reason=entry.reason, expires=entry.expires, trace=entry.trace,
+                  call_kind=entry.call_kind, divergence_class=entry.divergence_class,
+                  tensor=entry.tensor, calls=entry.calls,
+                  cap=entry.cap if entry.cap == "decision" else float(entry.cap))
 
 
 class WaiverSet:
@@ -102,8 +89,8 @@ class WaiverSet:
         self.waivers = tuple(waivers)
         self.today = today or dt.date.today()
         self.source = source
-        ids = [w.id for w in self.waivers]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        counts = Counter(w.id for w in self.waivers)
+        duplicates = sorted(i for i, n in counts.items() if n > 1)
         if duplicates:
             raise WaiverError(f"{source}: duplicate waiver id(s) {', '.join(duplicates)}")
 
@@ -129,11 +116,9 @@ def load_waivers(path: str | Path | None, *, today: dt.date | None = None) -> Wa
             return WaiverSet((), today=today)
         path = DEFAULT_WAIVERS
     path = Path(path)
-    data = read_toml(path, WaiverError, "waiver file")
-    entries = data.get("waiver", [])
-    if not isinstance(entries, list):
-        raise WaiverError(f"{path}: expected [[waiver]] tables")
-    return WaiverSet((_parse(e, f"{path}: waiver {i} ({e.get('id', '?')})") for i, e in enumerate(entries)),
+    document = load_toml(path, WaiverFile, WaiverError, "waiver file")
+    return WaiverSet((_waiver(entry, f"{path}: waiver[{index}]")
+                      for index, entry in enumerate(document.waiver)),
                      today=today, source=str(path))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -13,9 +14,28 @@ class ConfigError(ValueError):
     """A world-model configuration that cannot work; the message names the field."""
 
 
+# A ceiling on every integer field, far above any real geometry, so no size computed from a
+# config overflows a C integer; the harness applies its own tighter limits (harness/limits.py).
+_MAX_INT = 2**31 - 1
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_int(value: Any, low: int, high: int = _MAX_INT) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _require_int(name: str, value: Any, low: int, expected: str, *, nullable: bool = False) -> None:
+    """``value`` an int in ``[low, _MAX_INT]`` (or None when ``nullable``), else a one-line
+    ConfigError: ``expected`` for a wrong type or a value too small, the ceiling above it."""
+    if nullable and value is None:
+        return
+    _require(type(value) is int and value >= low, f"config.{name}: expected {expected}, "
+                                                   f"got {value!r}")
+    _require(value <= _MAX_INT, f"config.{name}: expected {expected} <= {_MAX_INT}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +78,11 @@ class WorldModelConfig:
                     "game_segment_length", "encoder_hidden", "cache_log_interval")
         for name in positive:
             value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                     f"config.{name}: expected a positive integer, got {value!r}")
-        _require(isinstance(self.support_size, int) and self.support_size >= 0,
-                 f"config.support_size: expected a non-negative integer, got {self.support_size!r}")
+            _require_int(name, value, 1, "a positive integer")
+        _require_int("support_size", self.support_size, 0, "a non-negative integer")
+        for name in ("zero_init_heads", "use_new_cache_manager", "enable_cache_logging"):
+            _require(type(getattr(self, name)) is bool,
+                     f"config.{name}: expected true or false, got {getattr(self, name)!r}")
         _require(self.embed_dim % self.num_heads == 0,
                  f"config.embed_dim: expected a multiple of num_heads={self.num_heads}, "
                  f"got {self.embed_dim}")
@@ -71,15 +92,16 @@ class WorldModelConfig:
         _require(self.context_length >= 2,
                  f"config.context_length: expected >= 2 (one obs and one action token), "
                  f"got {self.context_length}")
-        _require(isinstance(self.init_std, float) and self.init_std > 0,
-                 f"config.init_std: expected a positive float, got {self.init_std!r}")
-        _require(isinstance(self.weight_seed, int) and self.weight_seed >= 0,
-                 f"config.weight_seed: expected a non-negative integer, got {self.weight_seed!r}")
+        _require(isinstance(self.init_std, float) and math.isfinite(self.init_std)
+                 and self.init_std > 0,
+                 f"config.init_std: expected a finite positive float, got {self.init_std!r}")
+        _require(_is_int(self.weight_seed, 0, 2**63 - 1),
+                 f"config.weight_seed: expected an integer in [0, 2**63 - 1], "
+                 f"got {self.weight_seed!r}")
         for name in ("init_pool_size_override", "recur_pool_size_override", "wm_pool_size_override"):
             value = getattr(self, name)
-            _require(value is None or (isinstance(value, int) and value > 0),
-                     f"config.{name}: expected a positive integer or null, got {value!r}")
-        _require(self.eviction in ("fifo", "lru"),
+            _require_int(name, value, 1, "a positive integer or null", nullable=True)
+        _require(isinstance(self.eviction, str) and self.eviction in ("fifo", "lru"),
                  f"config.eviction: expected 'fifo' or 'lru', got {self.eviction!r}")
         _require(isinstance(self.cache_manager_class, str) and ":" in self.cache_manager_class,
                  f"config.cache_manager_class: expected 'package.module:ClassName', "

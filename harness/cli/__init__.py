@@ -16,9 +16,6 @@ from typing import Callable, Sequence
 from harness import exit_codes
 from harness.cli.parser import build_parser
 from harness.errors import UserError
-from harness.scenario import ScenarioError
-from harness.trace import TraceError
-from harness.waivers import WaiverError
 from unizero.backends import BackendError
 from unizero.config import ConfigError
 from unizero.world_model import InputError
@@ -26,7 +23,7 @@ from unizero.world_model import InputError
 __all__ = ["main", "build_parser", "USER_ERRORS"]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    UserError, TraceError, ScenarioError, WaiverError, BackendError, ConfigError, InputError,
+    UserError, BackendError, ConfigError, InputError,
     OSError, UnicodeDecodeError, RecursionError, OverflowError)
 """What the CLI reports as bad input (one line, exit 2) rather than as a crash."""
 

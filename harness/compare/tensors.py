@@ -17,15 +17,14 @@ sign and position under either policy.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from harness.errors import UserError
+from harness.globmatch import GlobPattern, compile_glob
 from harness.results import TensorDivergence
 
 __all__ = ["NanPolicy", "ToleranceError", "Tolerance", "DEFAULT_TOLERANCES", "default_tolerance",
@@ -86,11 +85,9 @@ def default_tolerance(dtype: str) -> Tolerance:
     return DEFAULT_TOLERANCES.get(dtype, _EXACT)
 
 
-@lru_cache(maxsize=1024)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    # Only * and ? are wildcards: brackets in paths such as k[env3] are literal.
-    parts = (".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
-    return re.compile("".join(parts), re.DOTALL)
+def glob_regex(pattern: str) -> GlobPattern:
+    """The compiled glob (``.fullmatch(text)``); kept for callers, see :mod:`harness.globmatch`."""
+    return compile_glob(pattern)
 
 
 def _tolerance_from_spec(pattern: str, spec: Any) -> Tolerance:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import UserError
 from unizero.config import WorldModelConfig
 from unizero.mcts import MCTSConfig
 
@@ -20,7 +21,7 @@ __all__ = ["ScenarioError", "EnvSpec", "SearchSpec", "RunSpec", "WeightUpdateSpe
 WEIGHT_UPDATE_KINDS = ("perturb", "sgd")
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError):
     """A scenario file that cannot be run; the one-line message names the file and the field."""
 
 

@@ -43,6 +43,9 @@ _MAX_RAW_LEN = 2**31  # far below u32, so even a payload DEFLATE expands still f
 _ALIGN = 8
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _MAX_NDIM = 64
+# DEFLATE cannot expand more than 1032:1 (a 258-byte match per 2-bit code); the slack covers
+# the implied sync-flush tail and block headers of tiny payloads.
+_MAX_INFLATE_RATIO, _INFLATE_SLACK = 1032, 1024
 
 # name -> the little-endian dtype stored on disk; the file names dtypes by their ``.str``.
 _CANONICAL = {name: np.dtype(name).newbyteorder("<") for name in (
@@ -154,6 +157,9 @@ def parse_head(data: bytes) -> FrameHead:
                            f"in {[hex(f) for f in allowed]} and reserved 0")
     if not flags and stored_len != raw_len:
         raise PayloadError(f"uncompressed frame stores {stored_len} bytes but declares {raw_len}")
+    if raw_len > _MAX_INFLATE_RATIO * stored_len + _INFLATE_SLACK:
+        raise PayloadError(f"a {stored_len}-byte DEFLATE payload declares {raw_len} bytes, more "
+                           f"than DEFLATE can expand to ({_MAX_INFLATE_RATIO}:1)")
     return FrameHead(kind, flags, stored_len, raw_len, checksum)
 
 
@@ -286,8 +292,14 @@ def encode_record(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.nd
     return b"".join(parts)
 
 
-def decode_record(payload: bytes) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """Inverse of :func:`encode_record`; arrays are writable views of one copy of the payload."""
+def decode_record(payload: bytes, *, max_arrays: int = 2**16, max_ndim: int = _MAX_NDIM
+                  ) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of :func:`encode_record`; arrays are writable views of one copy of the payload.
+
+    Every array descriptor is checked (at most ``max_arrays`` of them, each of at most
+    ``max_ndim`` dimensions, its byte size consistent with its dtype and shape and inside the
+    payload) before the copy that backs the arrays is made.
+    """
     if len(payload) < _JSON_LEN.size:
         raise PayloadError(f"record payload is {len(payload)} bytes, expected at least 4")
     (json_len,) = _JSON_LEN.unpack_from(payload)
@@ -298,21 +310,27 @@ def decode_record(payload: bytes) -> tuple[str, dict[str, Any], dict[str, np.nda
     kind, meta, descs = doc.get("kind"), doc.get("meta"), doc.get("arrays")
     if not isinstance(kind, str) or not kind or not isinstance(meta, dict) or not isinstance(descs, list):
         raise PayloadError("record metadata lacks a str 'kind', a dict 'meta' or a list 'arrays'")
-    buffer = bytearray(payload)
-    pos, arrays = _aligned(json_end), {}
+    if len(descs) > max_arrays:
+        raise PayloadError(f"record declares {len(descs)} arrays, over the limit "
+                           f"max_arrays_per_record = {max_arrays}")
+    pos, layout, names = _aligned(json_end), [], set()
     for desc in descs:
-        name, dtype, shape, nbytes = _array_desc(desc)
-        if name in arrays:
+        name, dtype, shape, nbytes = _array_desc(desc, min(max_ndim, _MAX_NDIM))
+        if name in names:
             raise PayloadError(f"array {name!r} appears twice")
-        if pos + nbytes > len(buffer):
+        names.add(name)
+        if pos + nbytes > len(payload):
             raise PayloadError(f"array {name!r} needs bytes {pos}..{pos + nbytes} of a "
-                               f"{len(buffer)}-byte payload")
-        flat = np.frombuffer(buffer, dtype=dtype, count=nbytes // dtype.itemsize, offset=pos)
-        arrays[name] = flat.reshape(shape)
+                               f"{len(payload)}-byte payload")
+        layout.append((name, dtype, shape, nbytes, pos))
         pos = _aligned(pos + nbytes)
-    if pos != len(buffer):
-        raise PayloadError(f"record payload holds {len(buffer)} bytes but its JSON and arrays "
+    if pos != len(payload):
+        raise PayloadError(f"record payload holds {len(payload)} bytes but its JSON and arrays "
                            f"account for {pos}")
+    buffer = bytearray(payload)
+    arrays = {name: np.frombuffer(buffer, dtype=dtype, count=nbytes // dtype.itemsize,
+                                  offset=start).reshape(shape)
+              for name, dtype, shape, nbytes, start in layout}
     return kind, meta, arrays
 
 
@@ -329,7 +347,7 @@ def _array_bytes(name: Any, array: Any) -> tuple[bytes, str]:
     return array.astype(on_disk[0], copy=False).tobytes(order="C"), on_disk[1]
 
 
-def _array_desc(desc: Any) -> tuple[str, np.dtype, tuple[int, ...], int]:
+def _array_desc(desc: Any, max_ndim: int) -> tuple[str, np.dtype, tuple[int, ...], int]:
     if not isinstance(desc, dict):
         raise PayloadError(f"array descriptor is a JSON {type(desc).__name__}, expected an object")
     name, dtype_str = desc.get("name"), desc.get("dtype")
@@ -340,10 +358,11 @@ def _array_desc(desc: Any) -> tuple[str, np.dtype, tuple[int, ...], int]:
     if dtype is None:
         raise PayloadError(f"array {name!r} has dtype {dtype_str!r}, expected one of "
                            f"{', '.join(ALLOWED_DTYPES)}")
-    if type(shape) is not list or len(shape) > _MAX_NDIM or not all(
-            [type(n) is int and n >= 0 for n in shape]):
-        raise PayloadError(f"array {name!r} has shape {shape!r}, expected a list of at most "
-                           f"{_MAX_NDIM} non-negative ints")
+    if type(shape) is not list or len(shape) > max_ndim or not all(
+            [type(n) is int and 0 <= n <= _MAX_RAW_LEN for n in shape]):
+        shown = shape if type(shape) is not list or len(shape) <= max_ndim else f"{len(shape)}-d"
+        raise PayloadError(f"array {name!r} has shape {shown!r}, expected a list of at most "
+                           f"{max_ndim} ints in [0, {_MAX_RAW_LEN}]")
     need = math.prod(shape) * _ITEMSIZE[dtype_str]
     if type(nbytes) is not int or nbytes != need:
         raise PayloadError(f"array {name!r} holds {nbytes!r} bytes but dtype {dtype.str} and "

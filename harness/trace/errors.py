@@ -6,11 +6,13 @@ then what was wrong and what was expected. The CLI maps any :class:`TraceError` 
 
 from __future__ import annotations
 
+from harness.errors import UserError
+
 __all__ = ["TraceError", "NotATraceError", "TraceVersionError", "TraceCorruptError",
-           "TraceTruncatedError"]
+           "TraceTruncatedError", "TraceLimitError"]
 
 
-class TraceError(Exception):
+class TraceError(UserError):
     """A trace file that cannot be read as asked; ``str(err)`` is one readable line.
 
     Attributes:
@@ -49,6 +51,11 @@ class TraceCorruptError(TraceError):
 class TraceTruncatedError(TraceError):
     """The file ends before its end-of-trace: always raised when even the header is cut,
     and for a cut after the header only when the reader is strict."""
+
+
+class TraceLimitError(TraceError):
+    """A frame, header or array that declares more than the reader's limits allow; refused
+    before its bytes are read or anything is allocated (see harness/limits.py)."""
 
 
 def _location(frame: str | None, index: int | None, offset: int | None) -> str:

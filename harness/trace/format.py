@@ -1,26 +1,29 @@
-"""Streaming trace files: :class:`TraceWriter` appends records, :class:`TraceReader` reads them.
+"""Reading trace files: :class:`TraceReader` checks a file's header and end on open and yields
+its records one frame at a time (:mod:`harness.trace.writer` writes them).
 
-A capture writes ``<path>.partial``, flushing each record, and renames it to ``<path>`` only on
-a clean close, so an existing trace is never replaced by a failed capture. A reader yields the
-complete records of a file whose capture was killed and then reports where it was cut.
-Nothing here ever unpickles; the byte layout lives in :mod:`harness.trace.codec`.
+A reader yields the complete records of a file whose capture was killed and then reports where
+it was cut. Every size a frame declares is bounded before it is read. Nothing here ever
+unpickles; the byte layout lives in :mod:`harness.trace.codec`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
+from harness.fileio import open_input
+from harness.limits import DEFAULT_LIMITS, Limits
 from harness.trace import codec
-from harness.trace.errors import (NotATraceError, TraceCorruptError, TraceTruncatedError,
-                                  TraceVersionError)
+from harness.trace.errors import (NotATraceError, TraceCorruptError, TraceLimitError,
+                                  TraceTruncatedError, TraceVersionError)
 
-__all__ = ["Record", "TraceWriter", "TraceReader", "open_trace", "iter_records"]
+__all__ = ["Record", "TraceReader", "open_trace", "iter_records"]
 
+_MAX_FOOTER_BYTES = 4096  # the end-of-trace holds {"num_records": n}
 _HINTS = ((b"\x80", "a Python pickle, which is never unpickled"),
           (b"PK\x03\x04", "a zip archive (an .npz or torch.save file?)"),
           (b"\x93NUMPY", "a NumPy .npy file"),
@@ -46,96 +49,6 @@ class Record:
     arrays: dict[str, np.ndarray]
 
 
-class TraceWriter:
-    """Writes ``<path>.partial`` record by record and renames it to ``path`` on a clean close.
-
-    Use as a context manager: a clean exit finishes the file (end-of-trace + rename); an
-    exception leaves the ``.partial`` file as a readable prefix and ``path`` untouched. A stale
-    ``.partial`` from an earlier failed capture is overwritten.
-
-    Args:
-        path: the finished trace's path; its directory must exist.
-        header: JSON-able dict describing the capture (stored as given).
-        compress_level: zlib level 1-9 for payloads that shrink, 0 to store all raw.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], header: Mapping[str, Any], *,
-                 compress_level: int = 6) -> None:
-        if type(compress_level) is not int or not 0 <= compress_level <= 9:
-            raise ValueError(f"compress_level: expected an int in [0, 9], got {compress_level!r}")
-        header_frame = codec.encode_frame(codec.HEADER, codec.encode_json(header, "header"),
-                                          compress_level)
-        self.path = os.fspath(path)
-        self.partial_path = self.path + ".partial"
-        self.num_records = 0
-        self._packer = codec.RecordPacker(compress_level)
-        self._offset = 0
-        self._state = "open"
-        self._file = open(self.partial_path, "wb")
-        self._write(codec.encode_preamble())
-        self._write(header_frame)
-
-    def append(self, kind: str, meta: Mapping[str, Any] | None = None,
-               arrays: Mapping[str, np.ndarray] | None = None) -> int:
-        """Write one record and flush it; return its index.
-
-        Raises:
-            TypeError, ValueError: ``kind``, ``meta`` or ``arrays`` would not round-trip
-                (nothing is written then).
-        """
-        self._require_open("append")
-        raw = codec.encode_record(kind, {} if meta is None else meta, {} if arrays is None else arrays)
-        self._write(self._packer.frame(raw))
-        self.num_records += 1
-        return self.num_records - 1
-
-    def close(self) -> None:
-        """Write the end-of-trace, fsync, and atomically rename onto ``path``. Idempotent."""
-        if self._state == "closed":
-            return
-        self._require_open("close")
-        end_offset = self._offset
-        footer = codec.encode_json({"num_records": self.num_records}, "footer")
-        self._write(codec.encode_frame(codec.END, footer, 0))
-        self._write(codec.encode_trailer(end_offset))
-        try:
-            os.fsync(self._file.fileno())
-        except BaseException:
-            self.abort()
-            raise
-        self._file.close()
-        self._state = "closed"
-        os.replace(self.partial_path, self.path)
-
-    def abort(self) -> None:
-        """Stop without finishing: ``.partial`` stays a readable prefix, ``path`` is untouched."""
-        if self._state == "open":
-            self._file.close()
-            self._state = "aborted"
-
-    def __enter__(self) -> TraceWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def _require_open(self, action: str) -> None:
-        if self._state != "open":
-            raise ValueError(f"{self.path}: cannot {action}: the writer is {self._state}")
-
-    def _write(self, data: bytes) -> None:
-        try:
-            self._file.write(data)
-            self._file.flush()
-        except BaseException:
-            self.abort()
-            raise
-        self._offset += len(data)
-
-
 @dataclass(frozen=True, slots=True)
 class _Cut:
     """Where a file without a complete end-of-trace stops holding whole frames."""
@@ -152,9 +65,15 @@ class TraceReader:
     be repeated. Payload checksums are verified as each record is read, so a corrupt record
     raises :class:`TraceCorruptError` after the records before it were yielded.
 
+    Every frame's declared sizes are checked against ``limits`` as its head is read, before
+    its payload is read or inflated, and every array descriptor before the array is built, so
+    a hostile file is refused at flat memory (:class:`TraceLimitError`).
+
     Args:
-        path: the trace file (a ``.partial`` file of a killed capture reads too).
+        path: the trace file (a ``.partial`` file of a killed capture reads too); it must be a
+            regular file: a FIFO or device is refused without being opened.
         strict: raise :class:`TraceTruncatedError` on open if the end-of-trace is missing.
+        limits: the bounds on frame and array sizes (default: :data:`DEFAULT_LIMITS`).
 
     Attributes:
         header: the dict the writer was given.
@@ -168,8 +87,10 @@ class TraceReader:
         TraceError: a subclass naming the file, frame and offset (see docs/trace-format.md).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.path = os.fspath(path)
+        self.limits = limits
         self._file = _open_file(self.path)
         try:
             self._size = os.fstat(self._file.fileno()).st_size
@@ -200,7 +121,9 @@ class TraceReader:
                 self._corrupt("expected a record frame here", "record", index, offset)
             payload = self._payload(head, offset, "record", index, unpacker.payload)
             try:
-                kind, meta, arrays = codec.decode_record(payload)
+                kind, meta, arrays = codec.decode_record(
+                    payload, max_arrays=self.limits.max_arrays_per_record,
+                    max_ndim=self.limits.max_array_ndim)
             except codec.PayloadError as exc:
                 self._corrupt(str(exc), "record", index, offset)
             yield Record(index, offset, kind, meta, arrays)
@@ -312,9 +235,28 @@ class TraceReader:
         if len(data) < codec.FRAME_HEAD.size:
             return None
         try:
-            return codec.parse_head(data)
+            head = codec.parse_head(data)
         except codec.PayloadError as exc:
             self._corrupt(str(exc), frame, index, offset)
+        self._check_size(head, index, offset)
+        return head
+
+    def _check_size(self, head: codec.FrameHead, index: int | None, offset: int) -> None:
+        """Refuse a frame whose declared sizes exceed the limits, before reading its payload."""
+        declared = max(head.stored_len, head.raw_len)
+        if head.kind == codec.END:
+            if declared > _MAX_FOOTER_BYTES:
+                self._corrupt(f"the end-of-trace declares {declared} bytes, expected at most "
+                              f"{_MAX_FOOTER_BYTES}", "end-of-trace", None, offset)
+            return
+        name = "max_header_bytes" if head.kind == codec.HEADER else "max_frame_bytes"
+        bound = getattr(self.limits, name)
+        if declared > bound:
+            frame, index = ("header", None) if head.kind == codec.HEADER else ("record", index)
+            raise TraceLimitError(self.path, f"the frame declares {declared} payload bytes, over "
+                                  f"the limit {name} = {bound} (raise it with --limit "
+                                  f"{name}={declared} if the trace is trusted)",
+                                  frame, index, offset)
 
     def _payload(self, head: codec.FrameHead, offset: int, frame: str, index: int | None,
                  unpack: Callable[[codec.FrameHead, bytes], bytes] = codec.unpack_payload) -> bytes:
@@ -344,28 +286,31 @@ class TraceReader:
                 f"({cut.num_records} complete records{dangling}): the capture did not finish")
 
 
-def open_trace(path: str | os.PathLike[str], *, strict: bool = False) -> TraceReader:
+def open_trace(path: str | os.PathLike[str], *, strict: bool = False,
+               limits: Limits = DEFAULT_LIMITS) -> TraceReader:
     """Open a trace for reading; see :class:`TraceReader`."""
-    return TraceReader(path, strict=strict)
+    return TraceReader(path, strict=strict, limits=limits)
 
 
-def iter_records(path: str | os.PathLike[str], *, strict: bool = False) -> Iterator[Record]:
+def iter_records(path: str | os.PathLike[str], *, strict: bool = False,
+                 limits: Limits = DEFAULT_LIMITS) -> Iterator[Record]:
     """Yield every record of ``path`` and close it; a cut tail ends the iteration quietly
     unless ``strict``."""
-    with TraceReader(path, strict=strict) as reader:
+    with TraceReader(path, strict=strict, limits=limits) as reader:
         yield from reader
 
 
+class _OpenError(Exception):
+    """What :func:`open_input` raises here; re-raised as a :class:`NotATraceError`."""
+
+
 def _open_file(path: str) -> BinaryIO:
-    if os.path.isdir(path):
-        raise NotATraceError(path, "is a directory, expected a kvtrace file")
     try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise NotATraceError(path, "no such file, expected a kvtrace file") from None
-    except OSError as exc:
-        raise NotATraceError(path, f"cannot open ({exc.strerror}), expected a readable kvtrace "
-                             f"file") from None
+        return open_input(path, "kvtrace file", error=_OpenError)
+    except _OpenError as exc:
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise NotATraceError(path, detail.replace("no such kvtrace file",
+                                                  "no such file, expected a kvtrace file")) from None
 
 
 def _not_magic(data: bytes) -> str:
