@@ -15,23 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.fileio import open_input
+from harness.fileio import file_digest
+from harness.results import ShardInfo
 
-__all__ = ["EvidenceError", "EvidenceCheck", "ShardLabel", "file_digest", "verify_trace_digests",
+__all__ = ["EvidenceError", "EvidenceCheck", "verify_trace_digests",
            "shard_set_id", "check_shard_set"]
 
 
 class EvidenceError(UserError):
     """A report that cannot count as evidence; one line naming the report and the trace."""
-
-
-def file_digest(path: str | Path, what: str = "trace file") -> str:
-    """``sha256:<hex>`` of a regular file, streamed in 1 MiB chunks (a FIFO is refused)."""
-    digest = hashlib.sha256()
-    with open_input(path, what, error=EvidenceError) as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +59,7 @@ def verify_trace_digests(report: str, traces: Sequence[tuple[str, str | None]], 
         if not path.exists():
             absent.append(trace_path)
             continue
-        actual = file_digest(path)
+        actual = file_digest(path, "trace file", error=EvidenceError)
         if recorded != actual:
             raise EvidenceError(f"{report}: trace {trace_path}: the report records digest "
                                 f"{recorded!r} but the file's is {actual!r}")
@@ -89,27 +81,11 @@ def shard_set_id(trace_paths: Iterable[str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class ShardLabel:
-    """What a shard report records about its place in the set: shard ``index`` of ``count``
-    (1-based), cut from the set ``set_id``."""
-
-    index: int
-    count: int
-    set_id: str
-
-    def __post_init__(self) -> None:
-        if not (type(self.index) is int and type(self.count) is int
-                and 1 <= self.index <= self.count <= 1_000_000):
-            raise EvidenceError(f"shard {self.index!r}/{self.count!r}: expected K/N with "
-                                f"1 <= K <= N <= 1000000")
-
-
-def check_shard_set(shards: Sequence[tuple[str, ShardLabel | None]]) -> None:
+def check_shard_set(shards: Sequence[tuple[str, ShardInfo | None]]) -> None:
     """Refuse an incomplete, duplicated or mixed set of shard reports (linear time).
 
-    ``shards`` pairs each report path with its label (None for an unsharded report, which
-    must then be the only report).
+    ``shards`` pairs each report path with the shard it records (None for an unsharded report,
+    which must then be the only report). Messages count shards from 1, as ``--shard K/N`` does.
     """
     labels = [(report, label) for report, label in shards if label is not None]
     if not labels:
@@ -128,10 +104,10 @@ def check_shard_set(shards: Sequence[tuple[str, ShardLabel | None]]) -> None:
                                 f"shards), but {first_report} is of set {first.set_id[:19]} "
                                 f"({first.count} shards); a mixed set")
         if label.index in seen:
-            raise EvidenceError(f"{report}: shard {label.index}/{label.count} also comes from "
-                                f"{seen[label.index]}")
+            raise EvidenceError(f"{report}: shard {label.index + 1}/{label.count} also comes "
+                                f"from {seen[label.index]}")
         seen[label.index] = report
-    missing = [k for k in range(1, first.count + 1) if k not in seen]
+    missing = [k + 1 for k in range(first.count) if k not in seen]
     if missing:
         shown = ", ".join(f"{k}/{first.count}" for k in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

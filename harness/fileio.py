@@ -9,6 +9,7 @@ that is not a directory. Errors are one line naming the path and what was expect
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -20,7 +21,7 @@ from harness.errors import UserError
 
 __all__ = ["InputFileError", "OutputFileError", "check_input_file", "check_input_dir",
            "open_input", "read_input_bytes", "check_output_path", "atomic_write_bytes",
-           "atomic_write_text"]
+           "atomic_write_text", "file_digest"]
 
 PathLike = str | os.PathLike[str]
 
@@ -190,3 +191,13 @@ def atomic_write_text(path: PathLike, text: str, *, what: str = "output file",
                       error: type[Exception] = OutputFileError) -> Path:
     """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
     return atomic_write_bytes(path, text.encode("utf-8"), what=what, inputs=inputs, error=error)
+
+
+def file_digest(path: PathLike, what: str = "input file", *,
+                error: type[Exception] = InputFileError) -> str:
+    """``sha256:<hex>`` of a regular file, streamed in 1 MiB chunks (a FIFO is refused)."""
+    digest = hashlib.sha256()
+    with open_input(path, what, error=error) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()

@@ -25,13 +25,15 @@ from typing import Any, Literal, Mapping, Sequence
 from harness import exit_codes
 from harness.errors import UsageError
 from harness.experiment import COVERAGE_PATHS
-from harness.paths import DEFAULT_TRACE_DIR, ROOT, display_path, expand_traces, file_digest
+from harness.fileio import file_digest
+from harness.limits import DEFAULT_LIMITS, Limits
+from harness.paths import DEFAULT_TRACE_DIR, ROOT, display_path, expand_traces
 from harness.rejudge import rejudge_trace
 from harness.replay import ReplayOptions
 from harness.results import RunResult
 from harness.run import ProgressFactory, load_run, merge_runs, run_comparison
 from harness.versions import versions
-from harness.tomlfile import read_toml
+from harness.schemas import GatePhaseTable, load_gate_file
 from harness.trace import open_trace
 from harness.waivers import DEFAULT_WAIVERS, WaiverSet, load_waivers, waiver_report
 
@@ -75,60 +77,25 @@ class PhaseCriteria:
         return data
 
 
-def _check(ok: bool, where: str, key: str, expected: str, value: Any) -> None:
-    if not ok:
-        raise GateConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_phase(phase: int, data: Any, where: str) -> PhaseCriteria:
-    if not isinstance(data, Mapping):
-        raise GateConfigError(f"{where}: expected a table, got {data!r}")
-    known = {f.name for f in fields(PhaseCriteria)} - {"phase"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise GateConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-    for key in ("name", "control", "candidate", "min_traces", "min_calls", "required_paths"):
-        if key not in data:
-            raise GateConfigError(f"{where}: missing required key {key!r}")
-    for key in ("name", "description", "control", "candidate", "trace_producer"):
-        if key in data:
-            _check(isinstance(data[key], str) and data[key] != "", where, key, "a string", data[key])
-    for key in ("min_traces", "min_calls"):
-        _check(_is_int(data[key]) and data[key] >= 1, where, key,
-               "an integer >= 1 (a gate never passes on nothing)", data[key])
-    for key in ("max_unwaived_divergences", "max_engine_errors", "max_active_waivers"):
-        if key in data:
-            _check(_is_int(data[key]) and data[key] >= 0, where, key, "an integer >= 0", data[key])
-    paths = data["required_paths"]
-    _check(isinstance(paths, list) and all(isinstance(p, str) for p in paths), where,
-           "required_paths", "a list of path names", paths)
-    unknown_paths = [p for p in paths if p not in COVERAGE_PATHS]
-    _check(not unknown_paths, where, "required_paths",
-           f"names from {', '.join(COVERAGE_PATHS)}", unknown_paths)
-    _check(isinstance(data.get("allow_expired_waivers", False), bool), where,
-           "allow_expired_waivers", "true or false", data.get("allow_expired_waivers"))
-    speedup = data.get("min_speedup")
-    if speedup is not None:
-        _check(isinstance(speedup, (int, float)) and not isinstance(speedup, bool)
-               and math.isfinite(speedup) and speedup > 0, where, "min_speedup",
-               "a positive number", speedup)
-        _check(data["control"] != "golden", where, "min_speedup",
-               "no speedup floor with control 'golden' (it replays recorded results, untimed)",
-               speedup)
-    return PhaseCriteria(phase=phase, name=data["name"], description=data.get("description", ""),
-                         control=data["control"], candidate=data["candidate"],
-                         min_traces=data["min_traces"], min_calls=data["min_calls"],
-                         required_paths=tuple(paths), trace_producer=data.get("trace_producer"),
-                         max_unwaived_divergences=data.get("max_unwaived_divergences"),
-                         max_engine_errors=data.get("max_engine_errors"),
-                         max_active_waivers=data.get("max_active_waivers"),
-                         allow_expired_waivers=data.get("allow_expired_waivers", False),
-                         min_speedup=None if speedup is None else float(speedup))
+def _criteria(phase: int, table: GatePhaseTable, where: str) -> PhaseCriteria:
+    """The phase's criteria from its typed table, after the checks types cannot state."""
+    unknown_paths = [p for p in table.required_paths if p not in COVERAGE_PATHS]
+    if unknown_paths:
+        raise GateConfigError(f"{where}.required_paths: expected names from "
+                              f"{', '.join(COVERAGE_PATHS)}, got {unknown_paths!r}")
+    if table.min_speedup is not None and table.control == "golden":
+        raise GateConfigError(f"{where}.min_speedup: expected no speedup floor with control "
+                              f"'golden' (it replays recorded results, untimed)")
+    return PhaseCriteria(phase=phase, name=table.name, description=table.description,
+                         control=table.control, candidate=table.candidate,
+                         min_traces=table.min_traces, min_calls=table.min_calls,
+                         required_paths=tuple(table.required_paths),
+                         trace_producer=table.trace_producer,
+                         max_unwaived_divergences=table.max_unwaived_divergences,
+                         max_engine_errors=table.max_engine_errors,
+                         max_active_waivers=table.max_active_waivers,
+                         allow_expired_waivers=table.allow_expired_waivers,
+                         min_speedup=table.min_speedup)
 
 
 def load_gate_config(path: str | Path | None = None) -> dict[int, PhaseCriteria]:
@@ -138,19 +105,11 @@ def load_gate_config(path: str | Path | None = None) -> dict[int, PhaseCriteria]
         GateConfigError: no such file, invalid TOML, an unknown phase or key, a bad value.
     """
     path = Path(path) if path is not None else DEFAULT_GATE_CONFIG
-    data = read_toml(path, GateConfigError, "gate config")
-    phases = data.get("phase")
-    if not isinstance(phases, Mapping) or not phases:
+    tables = load_gate_file(path, GateConfigError, PHASES)
+    if not tables:
         raise GateConfigError(f"{path}: expected [phase.N] tables for N in {list(PHASES)}")
-    extra = sorted(set(data) - {"phase"})
-    if extra:
-        raise GateConfigError(f"{path}: unknown top-level key(s) {', '.join(extra)}")
-    out: dict[int, PhaseCriteria] = {}
-    for key, table in phases.items():
-        if not key.isdigit() or int(key) not in PHASES:
-            raise GateConfigError(f"{path}: [phase.{key}]: expected a phase in {list(PHASES)}")
-        out[int(key)] = _parse_phase(int(key), table, f"{path}: [phase.{key}]")
-    return out
+    return {number: _criteria(number, table, f"{path}: [phase.{number}]")
+            for number, table in tables.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +298,8 @@ def _digest_or_none(path: Path | str | None) -> str | None:
 
 def run_gate(criteria: PhaseCriteria, paths: Sequence[str], *, config_path: Path,
              waivers_path: str | None = None, device: str = "cpu", jobs: int = 1,
-             progress: ProgressFactory | None = None) -> GateResult:
+             progress: ProgressFactory | None = None,
+             limits: Limits = DEFAULT_LIMITS) -> GateResult:
     """Replay ``paths`` through the phase's engines and judge every criterion.
 
     Raises:
@@ -347,7 +307,8 @@ def run_gate(criteria: PhaseCriteria, paths: Sequence[str], *, config_path: Path
     """
     waivers = load_waivers(waivers_path)
     headers = {path: _trace_header(path) for path in paths}
-    options = ReplayOptions(control=criteria.control, candidate=criteria.candidate, device=device)
+    options = ReplayOptions(control=criteria.control, candidate=criteria.candidate, device=device,
+                            limits=limits)
     run = run_comparison(list(paths), options, waivers_path=waivers_path, jobs=jobs,
                          progress=progress)
     producers = {path: header.get("engine") for path, header in headers.items()}
@@ -412,7 +373,8 @@ def default_signoff_path(phase: int) -> Path:
 
 def judge_phase(phase: int, items: Sequence[str], *, config: str | None, waivers: str | None,
                 device: str = "cpu", jobs: int = 1, from_reports: Sequence[str] = (),
-                progress: ProgressFactory | None = None) -> GateResult:
+                progress: ProgressFactory | None = None,
+                limits: Limits = DEFAULT_LIMITS) -> GateResult:
     """The gate as the CLI runs it: check the inputs, replay (or read reports), judge.
 
     Args:
@@ -439,4 +401,4 @@ def judge_phase(phase: int, items: Sequence[str], *, config: str | None, waivers
             raise UsageError(f"{item}: no such trace file or folder")
     paths = [display_path(p) for p in expand_traces(items)]
     return run_gate(phases[phase], paths, config_path=config_path, waivers_path=waivers,
-                    device=device, jobs=jobs, progress=progress)
+                    device=device, jobs=jobs, progress=progress, limits=limits)

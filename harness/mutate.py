@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import exit_codes
+from harness.limits import DEFAULT_LIMITS, Limits
 from harness.mutants import CATALOGUE, Mutant
 from harness.replay import ReplayOptions, replay_trace
 from harness.results import CallComparison
@@ -170,8 +171,8 @@ class _Caught(Exception):
         self.call = call
 
 
-def replay_until_caught(path: str, manager: str, judge: Judge, *,
-                        device: str = "cpu") -> CallComparison | None:
+def replay_until_caught(path: str, manager: str, judge: Judge, *, device: str = "cpu",
+                        limits: Limits = DEFAULT_LIMITS) -> CallComparison | None:
     """Replay ``path`` with ``manager`` as the candidate's cache manager, legacy as control.
 
     Returns:
@@ -183,7 +184,8 @@ def replay_until_caught(path: str, manager: str, judge: Judge, *,
             raise _Caught(judged)
         return judged
 
-    options = ReplayOptions(candidate="refactored", manager=manager, device=device, max_kept=1)
+    options = ReplayOptions(candidate="refactored", manager=manager, device=device, max_kept=1,
+                            limits=limits)
     try:
         replay_trace(path, options, judge=stop_at_unwaived)
     except _Caught as caught:
@@ -191,13 +193,13 @@ def replay_until_caught(path: str, manager: str, judge: Judge, *,
     return None
 
 
-def _run_one(mutant: Mutant, paths: Sequence[str], judge: Judge, device: str,
+def _run_one(mutant: Mutant, paths: Sequence[str], judge: Judge, device: str, limits: Limits,
              clock: Callable[[], float], advance: Callable[[], None]) -> MutantOutcome:
     start = clock()
     first, num_replayed = None, 0
     for path in paths:
         num_replayed += 1
-        first = replay_until_caught(path, mutant.spec, judge, device=device)
+        first = replay_until_caught(path, mutant.spec, judge, device=device, limits=limits)
         advance()
         if first is not None:
             break
@@ -207,7 +209,7 @@ def _run_one(mutant: Mutant, paths: Sequence[str], judge: Judge, device: str,
 def run_mutation_suite(trace_paths: Sequence[str], *,
                        progress: Callable[[str, int, int], None] | None = None,
                        catalogue: Sequence[Mutant] = CATALOGUE, waivers_path: str | None = None,
-                       device: str = "cpu",
+                       device: str = "cpu", limits: Limits = DEFAULT_LIMITS,
                        clock: Callable[[], float] = time.perf_counter) -> MutationReport:
     """Replay every trace for the honest manager, then each mutant until a trace catches it.
 
@@ -217,6 +219,7 @@ def run_mutation_suite(trace_paths: Sequence[str], *,
         catalogue: the mutants to run.
         waivers_path: waiver file; None reads the project's ``waivers.toml``.
         device: torch device of both engines.
+        limits: bounds on what the traces may declare.
         clock: seconds counter for the timings (injected by tests).
     """
     paths = tuple(trace_paths)
@@ -233,7 +236,8 @@ def run_mutation_suite(trace_paths: Sequence[str], *,
     honest_results = []
     start = clock()
     for path in paths:
-        honest_results.append(replay_until_caught(path, HONEST.spec, judge, device=device))
+        honest_results.append(replay_until_caught(path, HONEST.spec, judge, device=device,
+                                                  limits=limits))
         advance(HONEST.name)
     failed = tuple(p for p, first in zip(paths, honest_results) if first is not None)
     honest = MutantOutcome(HONEST, next((f for f in honest_results if f is not None), None),
@@ -241,7 +245,7 @@ def run_mutation_suite(trace_paths: Sequence[str], *,
     usable = tuple(p for p in paths if p not in failed)
     outcomes = []
     for mutant in catalogue:
-        outcome = _run_one(mutant, usable, judge, device, clock,
+        outcome = _run_one(mutant, usable, judge, device, limits, clock,
                            lambda name=mutant.name: advance(name))
         advance(mutant.name, len(paths) - outcome.num_traces_replayed)
         outcomes.append(outcome)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["ROOT", "DEFAULT_TRACE_DIR", "TRACE_SUFFIX", "display_path", "expand_traces",
-           "file_digest"]
+__all__ = ["ROOT", "DEFAULT_TRACE_DIR", "TRACE_SUFFIX", "display_path", "expand_traces"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE_DIR = ROOT / "scenarios" / "traces"
@@ -35,11 +33,3 @@ def expand_traces(items: Sequence[str]) -> list[str]:
             paths.append(item)
     return paths
 
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """``sha256:<hex>`` of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()

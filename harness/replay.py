@@ -19,8 +19,9 @@ from harness.compare import TolerancePolicy
 from harness.engines import Engine, build_engine, check_engine_options, check_isolation, engine_label
 from harness.errors import UsageError
 from harness.experiment import Judge, TraceAccumulator
+from harness.limits import DEFAULT_LIMITS, Limits, config_from_header
 from harness.lineage import ClosedLoop
-from harness.paths import file_digest
+from harness.fileio import file_digest
 from harness.recorder import TRACE_SCHEMA
 from harness.results import TraceResult
 from harness.trace import TraceError, open_trace
@@ -44,6 +45,7 @@ class ReplayOptions:
     self_check: bool = False
     max_kept: int = 200
     loop: Loop = "open"
+    limits: Limits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         if not self.self_check:
@@ -78,12 +80,12 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
     Raises:
         TraceError: the file is not a readable trace (named, with record and offset).
     """
-    with open_trace(path) as reader:
+    with open_trace(path, limits=options.limits) as reader:
         header = reader.header
         if not isinstance(header, dict) or header.get("schema") != TRACE_SCHEMA:
             found = header.get("schema") if isinstance(header, dict) else header
             raise TraceError(path, f"header.schema: expected {TRACE_SCHEMA!r}, got {found!r}")
-        config = WorldModelConfig.from_dict(header.get("config"), where=f"{path}: header.config")
+        config = config_from_header(header, path, options.limits)
         control, candidate = _build_engines(config, options)
         accumulator = TraceAccumulator(path, control.name, candidate.name, options.policy,
                                        judge=judge, max_kept=options.max_kept)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from harness.errors import UsageError
-from harness.paths import file_digest
-from harness.report.files import atomic_write_text
-from harness.tomlfile import read_toml
+from harness.fileio import file_digest
+from harness.fileio import atomic_write_text
+from harness.schemas import RolloutEntryFields, load_rollout_file
 
 __all__ = ["RECORD_SCHEMA", "DEFAULT_RECORD", "Phase", "PHASES", "RolloutEntry", "RolloutRecord",
            "RolloutError", "load_record", "save_record", "record_to_toml", "rollback_steps",
@@ -112,15 +112,11 @@ class RolloutRecord:
         return None
 
 
-def _entry(data: Any, where: str) -> RolloutEntry:
-    if not isinstance(data, Mapping):
-        raise RolloutError(f"{where}: expected a table")
-    try:
-        entry = RolloutEntry(**data)
-    except TypeError as exc:
-        raise RolloutError(f"{where}: {exc}") from None
-    if entry.action not in ("advance", "rollback"):
-        raise RolloutError(f"{where}.action: expected 'advance' or 'rollback', got {entry.action!r}")
+def _entry(fields: RolloutEntryFields, where: str) -> RolloutEntry:
+    """A typed history entry, after the checks its types cannot state."""
+    entry = RolloutEntry(action=fields.action, from_phase=fields.from_phase,
+                         to_phase=fields.to_phase, date=fields.date, reason=fields.reason,
+                         signoff=fields.signoff, signoff_digest=fields.signoff_digest)
     step_ok = (entry.to_phase == entry.from_phase + 1 if entry.action == "advance"
                else 0 <= entry.to_phase < entry.from_phase)
     if not step_ok or entry.to_phase > LAST_PHASE:
@@ -135,20 +131,17 @@ def load_record(path: Path) -> RolloutRecord:
     """Read and check a record; a missing file is phase 0 with no history."""
     if not path.exists():
         return RolloutRecord()
-    data = read_toml(path, RolloutError, "rollout record")
-    if data.get("schema") != RECORD_SCHEMA:
-        raise RolloutError(f"{path}: schema: expected {RECORD_SCHEMA!r}, got {data.get('schema')!r}")
-    history = tuple(_entry(item, f"{path}: history[{i}]")
-                    for i, item in enumerate(data.get("history", [])))
+    data = load_rollout_file(path, RolloutError)
+    history = tuple(_entry(item, f"{path}: history[{i}]") for i, item in enumerate(data.history))
     phase = 0
     for i, entry in enumerate(history):
         if entry.from_phase != phase:
             raise RolloutError(f"{path}: history[{i}] starts at phase {entry.from_phase} but the "
                                f"previous move ended at phase {phase}")
         phase = entry.to_phase
-    if data.get("phase") != phase:
+    if data.phase != phase:
         raise RolloutError(f"{path}: phase: the history ends at phase {phase}, "
-                           f"the record says {data.get('phase')!r}")
+                           f"the record says {data.phase!r}")
     return RolloutRecord(phase=phase, history=history)
 
 

@@ -5,7 +5,6 @@ A library: no argparse, no printing. Progress reaches the caller through a callb
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
@@ -16,8 +15,9 @@ from typing import Callable, Iterable, Sequence
 from harness.compare import ToleranceError, TolerancePolicy, parse_tol_option
 from harness.errors import UsageError
 from harness.replay import ReplayOptions, candidate_name, replay_trace
-from harness.results import RunResult, TraceResult
-from harness.tomlfile import read_toml
+from harness.results import ReportError, RunResult, TraceResult
+from harness.results import load_run as load_report
+from harness.schemas import load_tolerance_file
 from harness.waivers import load_waivers
 
 __all__ = ["run_comparison", "shard_paths", "build_policy", "load_run", "merge_runs",
@@ -43,13 +43,15 @@ def shard_paths(paths: Sequence[str], shard: str | None) -> list[str]:
 def build_policy(tolerances_path: str | None, tol_options: Iterable[str] = (),
                  nan: str | None = None) -> TolerancePolicy:
     """The tolerance policy of a tolerance file, then ``--tol`` overrides, then ``--nan``."""
-    data: dict = {}
+    policy = TolerancePolicy()
     if tolerances_path:
-        data = read_toml(tolerances_path, UsageError, "tolerance file")
-    try:
-        policy = TolerancePolicy.from_mapping(data) if data else TolerancePolicy()
-    except ToleranceError as exc:
-        raise UsageError(f"{tolerances_path}: {exc}") from None
+        typed = load_tolerance_file(tolerances_path, UsageError)
+        paths = {pattern: (spec if isinstance(spec, (str, tuple)) else [spec.rtol, spec.atol])
+                 for pattern, spec in typed.paths.items()}
+        try:
+            policy = TolerancePolicy.from_mapping({"nan": typed.nan, "paths": paths})
+        except ToleranceError as exc:
+            raise UsageError(f"{tolerances_path}: {exc}") from None
     policy = policy.with_overrides(parse_tol_option(text) for text in tol_options)
     if nan is not None:
         policy = TolerancePolicy(overrides=policy.overrides, nan=nan)
@@ -90,17 +92,11 @@ def run_comparison(paths: Sequence[str], options: ReplayOptions, *, waivers_path
 
 
 def load_run(path: str) -> RunResult:
-    """Read a JSON compare report; one-line errors name the file."""
+    """Read and validate a JSON compare report; one-line errors name the file and field."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return RunResult.from_dict(data)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such report file") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not a JSON report ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"{path}: not a kvmigrate compare report ({exc})") from None
+        return load_report(path)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def merge_runs(runs: Sequence[RunResult], sources: Sequence[str]) -> RunResult:

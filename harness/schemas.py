@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -129,10 +130,14 @@ LimitsTable = dict[Name, Annotated[int, msgspec.Meta(ge=1, le=2**62)]]
 """A ``[limits]`` table: limit name -> positive int (names checked by ``Limits.replace``)."""
 
 
-def load_gate_file(path: str | os.PathLike[str],
-                   error: type[Exception]) -> dict[int, GatePhaseTable]:
-    """The typed ``[phase.N]`` tables of a gate config; errors name ``[phase.N].field``."""
+def load_gate_file(path: str | os.PathLike[str], error: type[Exception],
+                   phases: Collection[int] | None = None) -> dict[int, GatePhaseTable]:
+    """The typed ``[phase.N]`` tables of a gate config (N in ``phases`` when given); errors
+    name ``[phase.N].field``."""
     document = load_toml(path, GateFile, error, "gate config")
+    for key in document.phase:
+        if phases is not None and int(key) not in phases:
+            raise error(f"{os.fspath(path)}: [phase.{key}]: expected a phase in {sorted(phases)}")
     return {int(key): convert(table, GatePhaseTable, error=error,
                               where=f"{os.fspath(path)}: [phase.{key}]")
             for key, table in document.phase.items()}

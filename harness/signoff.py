@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.gate import GateResult
-from harness.report.files import atomic_write_text
+from harness.fileio import atomic_write_text
 
 __all__ = ["write_signoff", "GateReport"]
 

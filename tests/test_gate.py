@@ -114,10 +114,10 @@ def test_bundled_config_defines_three_phases_with_their_controls():
 
 
 @pytest.mark.parametrize("body, message", [
-    ("min_traces = 0", "min_traces: expected an integer >= 1"),
-    ("min_calls = 0", "min_calls: expected an integer >= 1"),
-    ("min_speedup = -1", "min_speedup: expected a positive number"),
-    ("max_unwaived = 0", "unknown key(s) max_unwaived"),
+    ("min_traces = 0", "[phase.2]: min_traces: expected `int` >= 1"),
+    ("min_calls = 0", "[phase.2]: min_calls: expected `int` >= 1"),
+    ("min_speedup = -1", "[phase.2]: min_speedup: expected `float` > 0.0"),
+    ("max_unwaived = 0", "[phase.2]: object contains unknown field `max_unwaived`"),
     ("required_paths = ['tlb_miss']", "required_paths: expected names from"),
 ])
 def test_config_rejects_a_bad_value_naming_the_key(tmp_path, body, message):
@@ -127,8 +127,9 @@ def test_config_rejects_a_bad_value_naming_the_key(tmp_path, body, message):
     lines = [f"{k} = {v}" for k, v in base.items() if k != key] + [body]
     path = tmp_path / "gate.toml"
     path.write_text("[phase.2]\n" + "\n".join(lines) + "\n")
-    with pytest.raises(GateConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(GateConfigError) as excinfo:
         load_gate_config(path)
+    assert message in str(excinfo.value)
 
 
 def test_config_rejects_a_speedup_floor_against_the_golden_control(tmp_path):

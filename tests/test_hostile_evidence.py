@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from harness.evidence import (EvidenceError, ShardLabel, check_shard_set, file_digest,
+from harness.fileio import file_digest
+from harness.results import ShardInfo
+from harness.evidence import (EvidenceError, check_shard_set,
                               shard_set_id, verify_trace_digests)
 
 
@@ -55,7 +57,7 @@ def test_a_fifo_named_as_a_trace_is_refused_without_hashing(tmp_path):
 
 def labels(count, indices, set_id=None):
     set_id = set_id or shard_set_id(["a", "b", "c"])
-    return [(f"shard{k}.json", ShardLabel(k, count, set_id)) for k in indices]
+    return [(f"shard{k}.json", ShardInfo(k - 1, count, set_id)) for k in indices]
 
 
 def test_a_complete_shard_set_passes_and_an_unsharded_report_stands_alone():
@@ -78,10 +80,8 @@ def test_an_incomplete_or_mixed_shard_set_is_refused(shards, fragment):
 
 
 def test_shard_labels_are_bounded_and_the_set_id_ignores_order():
-    with pytest.raises(EvidenceError, match="expected K/N with 1 <= K <= N"):
-        ShardLabel(3, 2, "x")
-    with pytest.raises(EvidenceError):
-        ShardLabel(-1, 2, "x")
+    with pytest.raises(ValueError, match="expected 0 <= index < count"):
+        ShardInfo(3, 2, "x")
     assert shard_set_id(["b", "a"]) == shard_set_id(["a", "b"]) != shard_set_id(["a"])
 
 

@@ -105,7 +105,7 @@ def test_load_run_reads_a_file_and_names_it_in_errors(tmp_path):
     path = tmp_path / "x.json"
     path.write_bytes(dump_run(diverged()))
     assert load_run(path) == diverged()
-    with pytest.raises(ReportError, match=r"^.*missing\.json: cannot read the report"):
+    with pytest.raises(ReportError, match=r"^.*missing\.json: no such compare report"):
         load_run(tmp_path / "missing.json")
     path.write_text("{", encoding="utf-8")
     with pytest.raises(ReportError, match=r"x\.json: not JSON"):

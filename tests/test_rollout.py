@@ -8,7 +8,7 @@ import pytest
 
 from harness import exit_codes
 from harness.cli import main
-from harness.paths import file_digest
+from harness.fileio import file_digest
 from harness.rollout import (RolloutEntry, RolloutError, RolloutRecord, load_record,
                              record_to_toml, rollback_steps, save_record)
 

@@ -13,12 +13,14 @@ from harness import exit_codes
 from harness.cli.console import make_console, make_progress, replay_progress
 from harness.engines import build_engine, check_engine_options
 from harness.errors import UsageError
+from harness.fileio import check_output_path
+from harness.limits import DEFAULT_LIMITS, Limits, apply_limit_options
 from harness.paths import DEFAULT_TRACE_DIR, expand_traces
 from harness.recorder import TraceRecorder, make_header
 from harness.replay import ReplayOptions
 from harness.rejudge import rejudge_run
 from harness.report.console import RunReport
-from harness.report.files import write_reports
+from harness.report.files import check_report_paths, write_reports
 from harness.run import build_policy, load_run, merge_runs, run_comparison, shard_paths
 from harness.scenario import Scenario, build_world_model_config, load_scenario, run_scenario
 from harness.trace import TraceWriter, open_trace
@@ -45,16 +47,16 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if args.engine not in WORLD_MODEL_BACKENDS and ":" not in args.engine:
         raise UsageError(f"--engine {args.engine!r}: expected one of "
                          f"{', '.join(WORLD_MODEL_BACKENDS)} or 'package.module:Attr'")
+    output = check_output_path(args.output, "trace", inputs=[args.scenario])
     scenario = _load_scenario(args)
     config = build_world_model_config(scenario)
     model = build_world_model(config, args.device, backend=args.engine)
     header = make_header(model, engine=args.engine,
                          scenario={**scenario.to_dict(), "path": str(args.scenario)})
-    output = Path(args.output)
-    if output.parent and not output.parent.exists():
-        output.parent.mkdir(parents=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     console = make_console()
-    with make_progress(console) as progress, TraceWriter(output, header) as writer:
+    with make_progress(console) as progress, \
+            TraceWriter(output, header, inputs=[args.scenario]) as writer:
         task = progress.add_task(f"capture {scenario.name}", total=None)
         recorder = TraceRecorder(model, writer)
         summary = run_scenario(scenario, recorder,
@@ -66,10 +68,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-def inspect_counts(path: str) -> tuple[dict, Counter, Counter, set[int], object]:
+def inspect_counts(path: str, limits: Limits = DEFAULT_LIMITS
+                   ) -> tuple[dict, Counter, Counter, set[int], object]:
     """Calls by kind, event counts, env ids seen, and the reader (closed) of a trace."""
     calls, events, envs = Counter(), Counter(), set()
-    with open_trace(path) as reader:
+    with open_trace(path, limits=limits) as reader:
         header = reader.header
         for record in reader:
             calls[record.kind] += 1
@@ -91,7 +94,8 @@ def inspect_counts(path: str) -> tuple[dict, Counter, Counter, set[int], object]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    header, calls, events, envs, reader = inspect_counts(args.trace)
+    header, calls, events, envs, reader = inspect_counts(args.trace,
+                                                         apply_limit_options(args.limit))
     console = make_console()
     scenario = header.get("scenario", {})
     console.print(f"trace {args.trace}: {os.path.getsize(args.trace)} bytes on disk, "
@@ -125,35 +129,45 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: no such trace file")
     if args.jobs < 1:
         raise UsageError(f"--jobs: expected a positive integer, got {args.jobs}")
+    json_path = Path(args.json) if args.json else DEFAULT_JSON
+    inputs = [*paths, *(p for p in (args.tolerances, args.waivers) if p)]
+    check_report_paths(json_path=json_path, markdown_path=args.markdown, html_path=args.html,
+                       inputs=inputs)
     options = ReplayOptions(control=args.control, candidate=args.candidate, manager=args.manager,
                             policy=build_policy(args.tolerances, args.tol, args.nan),
-                            device=args.device, self_check=args.self_check, loop=args.loop)
+                            device=args.device, self_check=args.self_check, loop=args.loop,
+                            limits=apply_limit_options(args.limit))
     waivers = load_waivers(args.waivers)
     console = make_console()
     with make_progress(console) as progress:
         run = run_comparison(paths, options, waivers_path=args.waivers, jobs=args.jobs,
                              progress=replay_progress(progress))
     console.print(RunReport(run))
-    written = write_reports(run, json_path=Path(args.json) if args.json else DEFAULT_JSON,
-                            markdown_path=args.markdown, html_path=args.html,
-                            waiver_report=waiver_report(waivers, run))
+    written = write_reports(run, json_path=json_path, markdown_path=args.markdown,
+                            html_path=args.html, waiver_report=waiver_report(waivers, run),
+                            inputs=inputs)
     console.print("reports: " + ", ".join(str(p) for p in written))
     return run.exit_code
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    check_report_paths(json_path=args.output, markdown_path=args.markdown, html_path=args.html,
+                       inputs=args.reports)
     runs = [load_run(path) for path in args.reports]
     merged = merge_runs(runs, list(args.reports))
     console = make_console()
     console.print(RunReport(merged))
-    written = write_reports(merged, json_path=Path(args.output), markdown_path=args.markdown,
-                            html_path=args.html)
+    written = write_reports(merged, json_path=args.output, markdown_path=args.markdown,
+                            html_path=args.html, inputs=args.reports)
     console.print("reports: " + ", ".join(str(p) for p in written))
     return merged.exit_code
 
 
 def cmd_rejudge(args: argparse.Namespace) -> int:
     """Re-decide a saved report; exit 1 divergence, 3 when something needs a replay, else 0."""
+    inputs = [args.report, *(p for p in (args.tolerances, args.waivers) if p)]
+    if args.output:
+        check_report_paths(json_path=args.output, inputs=inputs)
     run = load_run(args.report)
     policy = (build_policy(args.tolerances, args.tol) if args.tolerances or args.tol else None)
     waivers = load_waivers(args.waivers)
@@ -164,8 +178,8 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
         where = "" if item.call_index is None else f" call {item.call_index}"
         console.print(f"needs a replay: {item.trace}{where}: {item.why}", markup=False)
     if args.output:
-        written = write_reports(rejudged.run, json_path=Path(args.output),
-                                waiver_report=waiver_report(waivers, rejudged.run))
+        written = write_reports(rejudged.run, json_path=args.output,
+                                waiver_report=waiver_report(waivers, rejudged.run), inputs=inputs)
         console.print("reports: " + ", ".join(str(p) for p in written))
     return rejudged.exit_code
 
@@ -175,6 +189,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     from harness.shadow import DivergenceError, ShadowWorldModel
     if args.overhead_budget is not None and not args.overhead_budget > 0:
         raise UsageError(f"--overhead-budget: expected a positive ratio, got {args.overhead_budget}")
+    check_report_paths(json_path=args.json, inputs=[args.scenario])
     scenario = _load_scenario(args)
     config = build_world_model_config(scenario)
     control = build_world_model(config, args.device, backend="legacy")
@@ -192,7 +207,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         return exit_codes.DIVERGENCE
     run = shadow.run_result()
     console.print(RunReport(run))
-    written = write_reports(run, json_path=Path(args.json))
+    written = write_reports(run, json_path=args.json, inputs=[args.scenario])
     console.print("reports: " + ", ".join(str(p) for p in written))
     stats = shadow.stats()
     overhead = "-" if stats.overhead is None else f"{stats.overhead:.2f}x"

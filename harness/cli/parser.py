@@ -16,7 +16,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
+def _add_limit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="raise (or lower) a bound on what input files may declare, e.g. "
+                             "max_embed_dim=4096 (docs/security.md lists them); repeatable")
+
+
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    _add_limit_option(parser)
     parser.add_argument("--control", default="legacy",
                         help="control engine: legacy, refactored, golden or package.module:Attr")
     parser.add_argument("--candidate", default="refactored", help="candidate engine (same forms)")
@@ -38,6 +45,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_gate_options(parser: argparse.ArgumentParser) -> None:
+    _add_limit_option(parser)
     parser.add_argument("--config", metavar="FILE", help="gate criteria (default: gate.toml)")
     parser.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
     parser.add_argument("--device", default="cpu", help="torch device for live engines")
@@ -51,8 +59,10 @@ def _add_capture(sub: argparse._SubParsersAction) -> None:
     capture.add_argument("--engine", default="legacy", help="world model that produces the trace")
     capture.add_argument("--device", default="cpu")
     capture.add_argument("--steps", type=int, help="override the scenario's step count")
+    _add_limit_option(capture)
     inspect = sub.add_parser("inspect", help="summarise a trace")
     inspect.add_argument("trace")
+    _add_limit_option(inspect)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -117,10 +127,12 @@ def _add_live_and_mutate(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--steps", type=int, help="override the scenario's step count")
     live.add_argument("--device", default="cpu")
     live.add_argument("--json", default="reports/live.json", help="JSON report path")
+    _add_limit_option(live)
     mutate = sub.add_parser("mutate", help="mutation self-test: faulty managers must all be caught")
     mutate.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
     mutate.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
     mutate.add_argument("--device", default="cpu", help="torch device for live engines")
+    _add_limit_option(mutate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from rich.table import Table
 from harness import exit_codes, rollout
 from harness.cli.console import make_console, make_progress, replay_progress
 from harness.errors import UsageError
+from harness.limits import apply_limit_options
 from harness.gate import GateResult, default_signoff_path, judge_phase
 from harness.mutate import run_mutation_suite
 from harness.paths import DEFAULT_TRACE_DIR, expand_traces
@@ -27,7 +28,8 @@ def _gate(phase: int, args: argparse.Namespace, console: Console, signoff: Path,
         result = judge_phase(phase, args.traces, config=args.config, waivers=args.waivers,
                              device=args.device, jobs=args.jobs,
                              from_reports=getattr(args, "from_report", None) or (),
-                             progress=replay_progress(progress))
+                             progress=replay_progress(progress),
+                             limits=apply_limit_options(args.limit))
     if result.run.traces:
         console.print(RunReport(result.run))
     console.print(GateReport(result))
@@ -114,6 +116,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
         task = progress.add_task("mutate", total=None)
         report = run_mutation_suite(
             paths, waivers_path=args.waivers, device=args.device,
+            limits=apply_limit_options(args.limit),
             progress=lambda name, done, total: progress.update(
                 task, description=f"mutate: {name}", completed=done, total=total))
     console.print(report)

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+from typing import Iterable
 
+from harness.fileio import atomic_write_text, check_output_path
 from harness.results import RunResult, dump_run
 
-__all__ = ["atomic_write_text", "write_reports", "run_to_json"]
+__all__ = ["write_reports", "run_to_json", "check_report_paths"]
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+PathLike = str | os.PathLike[str]
 
 
 def run_to_json(run: RunResult) -> str:
@@ -29,17 +19,39 @@ def run_to_json(run: RunResult) -> str:
     return dump_run(run).decode("utf-8")
 
 
-def write_reports(run: RunResult, *, json_path: Path, markdown_path: str | None = None,
-                  html_path: str | None = None, waiver_report: dict | None = None) -> list[Path]:
-    """Write the JSON report (and the optional forms); returns the paths written."""
-    written = [json_path]
-    atomic_write_text(json_path, run_to_json(run))
-    if markdown_path:
-        from harness.report.markdown import render_markdown
-        atomic_write_text(Path(markdown_path), render_markdown(run, waiver_report=waiver_report))
-        written.append(Path(markdown_path))
-    if html_path:
-        from harness.report.html import render_html
-        atomic_write_text(Path(html_path), render_html(run, waiver_report=waiver_report))
-        written.append(Path(html_path))
+def _targets(json_path: PathLike | None, markdown_path: PathLike | None,
+             html_path: PathLike | None) -> list[tuple[Path, str]]:
+    named = ((json_path, "JSON report"), (markdown_path, "Markdown report"),
+             (html_path, "HTML report"))
+    return [(Path(path), what) for path, what in named if path]
+
+
+def check_report_paths(*, json_path: PathLike | None, markdown_path: PathLike | None = None,
+                       html_path: PathLike | None = None, inputs: Iterable[PathLike] = ()) -> None:
+    """Refuse, before any work, a report path that would overwrite an input or cannot be made."""
+    inputs = list(inputs)
+    for path, what in _targets(json_path, markdown_path, html_path):
+        check_output_path(path, what, inputs=inputs)
+
+
+def write_reports(run: RunResult, *, json_path: PathLike, markdown_path: PathLike | None = None,
+                  html_path: PathLike | None = None, waiver_report: dict | None = None,
+                  inputs: Iterable[PathLike] = ()) -> list[Path]:
+    """Write the JSON report (and the optional forms) atomically; returns the paths written.
+
+    Raises:
+        OutputFileError: a path is one of ``inputs``, a directory, or lies under a file.
+    """
+    inputs = list(inputs)
+    written = []
+    for path, what in _targets(json_path, markdown_path, html_path):
+        if what == "JSON report":
+            text = run_to_json(run)
+        elif what == "Markdown report":
+            from harness.report.markdown import render_markdown
+            text = render_markdown(run, waiver_report=waiver_report)
+        else:
+            from harness.report.html import render_html
+            text = render_html(run, waiver_report=waiver_report)
+        written.append(atomic_write_text(path, text, what=what, inputs=inputs))
     return written

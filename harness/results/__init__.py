@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 import msgspec
 
+from harness.fileio import read_input_bytes
 from harness.results.codec import ReportError, decode_json, to_builtins
 from harness.results.records import (EXIT_DIVERGENCE, EXIT_EQUIVALENT, EXIT_INSUFFICIENT_EVIDENCE,
                                      SCHEMA_VERSION, CallComparison, EngineTiming,
@@ -57,11 +57,5 @@ def load_run(source: str | os.PathLike[str] | bytes) -> RunResult:
         name, data = "<bytes>", source
     else:
         name = str(source)
-        try:
-            with Path(source).open("rb") as handle:
-                data = handle.read(MAX_REPORT_BYTES + 1)
-        except OSError as exc:
-            raise ReportError(f"{name}: cannot read the report ({exc.strerror or exc})") from None
-        if len(data) > MAX_REPORT_BYTES:
-            raise ReportError(f"{name}: larger than {MAX_REPORT_BYTES} bytes; not a report")
+        data = read_input_bytes(source, "compare report", MAX_REPORT_BYTES, error=ReportError)
     return decode_json(data, RunResult, name)

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from harness.errors import UserError
+
 __all__ = ["ReportError", "NonFiniteFloat", "NonFiniteText", "mark_non_finite",
            "check_finite", "to_builtins", "from_builtins", "decode_json"]
 
@@ -35,7 +37,7 @@ _MAX_SHOWN_CHARS = 80
 _PATH_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A report (or record) that is not what the schema says; the message is one line."""
 
 
