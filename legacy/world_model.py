@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from unizero.config import WorldModelConfig
-from unizero.context import StorePlan, left_pads, trim_with_correction
+from unizero.context import StorePlan, left_pads, trim_window, trim_with_correction
 from unizero.events import POOL_RECURRENT, POOL_ROOT
 from unizero.hashing import hash_state
 from unizero.kv_cache import KeysValues
@@ -185,7 +185,8 @@ class LegacyWorldModel(BaseWorldModel):
         self._store_outcomes.append((slot, deleted))
 
     def _take_store_outcomes(self) -> list[tuple[int, int | None]]:
-        outcomes, self._store_outcomes = self._store_outcomes, []
+        outcomes = list(self._store_outcomes)
+        self._store_outcomes.clear()
         return outcomes
 
     def _build_single_env(self, env: int, plan: StorePlan) -> None:
@@ -200,7 +201,8 @@ class LegacyWorldModel(BaseWorldModel):
                     row = F.pad(row[:, plan.shift:, :], (0, 0, 0, plan.shift))
                 row = row.unsqueeze(0)
                 if plan.trimmed:  # [1, H, C-3, hd], zero-padded back to C
-                    row = F.pad(trim_with_correction(row, correction),
+                    start, stop = trim_window(self.context_length)
+                    row = F.pad(trim_with_correction(row[:, :, start:stop, :], correction),
                                 (0, 0, 0, self.context_length - plan.stored_size))
                 single.tensor, single.size = row, plan.stored_size
 

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from refactored.cache_events import EntryStored
 from unizero.backends import load_object
 from unizero.config import WorldModelConfig
-from unizero.context import StorePlan, left_pads, trim_with_correction
+from unizero.context import StorePlan, left_pads, trim_window, trim_with_correction
 from unizero.events import POOL_ROOT
 from unizero.kv_cache import KeysValues
 from unizero.world_model import BaseWorldModel
@@ -35,6 +35,20 @@ from unizero.world_model import BaseWorldModel
 __all__ = ["RefactoredWorldModel"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Batch:
+    """The batch being assembled: its row count and the contexts collected so far.
+
+    A plain object, so per-call updates skip ``nn.Module.__setattr__`` (several isinstance
+    checks per attribute write, measurable on the hot path).
+    """
+
+    __slots__ = ("rows", "contexts")
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.contexts: list[KeysValues] = []
 
 
 class RefactoredWorldModel(BaseWorldModel):
@@ -50,8 +64,8 @@ class RefactoredWorldModel(BaseWorldModel):
         self.keys_values_wm_size_list = self.kv_cache_manager.keys_values_wm_size_list
         self._views_by_batch: dict[int, tuple[KeysValues, list[KeysValues]]] = {}
         self._allocate_buffers(self.env_num)
-        self._batch = self.env_num  # rows of the batch being assembled, and its contexts
-        self._contexts: list[KeysValues] = []
+        self._batch = _Batch(self.env_num)
+        self._trim_window = trim_window(self.context_length)
         self._diff_buffers = (self.net.pos_emb_diff_k, self.net.pos_emb_diff_v)
         self._correction_stamp: tuple | None = None
         self._log_stats = config.enable_cache_logging
@@ -100,8 +114,8 @@ class RefactoredWorldModel(BaseWorldModel):
     def _begin_batch(self, batch: int) -> None:
         if batch > len(self._fresh):  # only a reanalysis batch has more rows than envs
             self._allocate_buffers(batch)
-        self._batch = batch
-        self._contexts = []
+        self._batch.rows = batch
+        self._batch.contexts.clear()
 
     def _fresh_cache(self, env: int) -> KeysValues:
         fresh = self._fresh[env]
@@ -110,7 +124,7 @@ class RefactoredWorldModel(BaseWorldModel):
         return fresh
 
     def _append_context(self, entry: KeysValues, size: int, hit: bool) -> None:
-        self._contexts.append(entry)  # a hit is read straight from pool storage by _assemble_batch
+        self._batch.contexts.append(entry)  # a hit is read straight from pool storage
 
     def _views(self, batch: int) -> tuple[KeysValues, list[KeysValues]]:
         """The batch view of the first ``batch`` rows and one view per row (cached per batch)."""
@@ -125,8 +139,8 @@ class RefactoredWorldModel(BaseWorldModel):
     def _assemble_batch(self, sizes: list[int]) -> KeysValues:
         """Left-pad each context to the longest one: one copy (and one zero fill) per env."""
         max_size, pads = left_pads(sizes)
-        batch_cache, rows = self._views(self._batch)
-        for row, entry, size, pad in zip(rows, self._contexts, sizes, pads):
+        batch_cache, rows = self._views(self._batch.rows)
+        for row, entry, size, pad in zip(rows, self._batch.contexts, sizes, pads):
             if pad:
                 row.window(0, pad).zero_()  # unmasked zeros the forward attends to (quirk 5)
             # Only the valid positions move: positions past max_size are never read.
@@ -138,11 +152,11 @@ class RefactoredWorldModel(BaseWorldModel):
                     dst_layer.v.tensor[:, :, pad:max_size].copy_(src_layer.v.tensor[:, :, :size])
         for layer in batch_cache.layers:
             layer.k.size = layer.v.size = max_size
-        self._contexts = []
+        self._batch.contexts.clear()
         return batch_cache
 
     def _batch_size(self) -> int:
-        return self._views(self._batch)[0].size
+        return self._views(self._batch.rows)[0].size
 
     # ------------------------------------------------------------------ stores
     def _correction(self) -> torch.Tensor:
@@ -160,7 +174,7 @@ class RefactoredWorldModel(BaseWorldModel):
 
     def _store_context(self, env: int, key: int, plan: StorePlan, is_root: bool) -> None:
         """Store env ``env``'s batch row: the manager copies it (or the trimmed scratch) once."""
-        _, rows = self._views(self._batch)
+        _, rows = self._views(self._batch.rows)
         single = self._single_env_context(rows[env], plan)
         if is_root:
             self.kv_cache_manager.set_init_cache(env, key, single)
@@ -191,7 +205,7 @@ class RefactoredWorldModel(BaseWorldModel):
             else:
                 source = row
             if plan.trimmed:
-                trim_with_correction(source.packed, self._correction(),
+                trim_with_correction(source.window(*self._trim_window), self._correction(),
                                      out=single.window(0, plan.stored_size))
             else:
                 single.packed.copy_(source.packed)
@@ -201,13 +215,15 @@ class RefactoredWorldModel(BaseWorldModel):
 
     # ------------------------------------------------------------------ lifecycle
     def _after_call(self) -> None:
-        self.kv_cache_manager.take_events()  # stores were drained already; the rest is clears
         self._num_calls += 1
         if self._log_stats:  # periodic stats logging (guide step 6), off the hot path otherwise
             self.kv_cache_manager.maybe_log_stats(self._num_calls)
 
     def _forget_recurrent(self) -> None:
         self.kv_cache_manager.clear_recur_cache()
+        # Store events were drained by the stores; what is left is clears, which the model's
+        # own Clear events already report. Draining here bounds the queue even without stores.
+        self.kv_cache_manager.take_events()
 
     def _forget_all(self, reason: str) -> None:
         """Clear every pool through the manager; log the stats summary, then reset it (guide step 5)."""

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 __all__ = ["TRIM_DROP", "StorePlan", "stores_contexts", "needs_trim", "trimmed_size",
-           "trim_with_correction", "left_pads", "root_positions", "recurrent_positions",
-           "sizes_after_recurrent", "store_plans", "evicted_key"]
+           "trim_window", "trim_with_correction", "left_pads", "root_positions", "recurrent_positions",
+           "sizes_after_recurrent", "store_plan", "store_plans", "evicted_key"]
 
 TRIM_DROP = 2  # a trim drops the oldest obs/action token pair
 
@@ -41,15 +41,19 @@ def trimmed_size(context_length: int) -> int:
     return context_length - 1 - TRIM_DROP
 
 
-def trim_with_correction(row: torch.Tensor, correction: torch.Tensor, *,
-                         out: torch.Tensor | None = None) -> torch.Tensor:
-    """Positions ``[2, C-1)`` of ``row: [..., C, hd]`` plus ``correction: [..., C-3, hd]``.
+def trim_window(context_length: int) -> tuple[int, int]:
+    """The token positions ``[start, stop)`` a trim keeps: ``[2, C-1)``."""
+    return TRIM_DROP, context_length - 1
 
-    ``C`` is ``row.shape[-2]``. With ``out`` the sum is written there and ``row`` is untouched;
-    without it the sum is added in place into ``row``'s own positions and that view is returned
-    (legacy corrects the batch tensor itself, quirk 7).
+
+def trim_with_correction(kept: torch.Tensor, correction: torch.Tensor, *,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+    """The trimmed context: ``kept: [..., C-3, hd]`` (a context's ``trim_window`` positions)
+    plus the position-embedding ``correction: [..., C-3, hd]``.
+
+    With ``out`` the sum is written there and ``kept`` is untouched; without it the sum is added
+    in place into ``kept`` and returned (legacy corrects the batch tensor itself, quirk 7).
     """
-    kept = row[..., TRIM_DROP: row.shape[-2] - 1, :]
     if out is not None:
         return torch.add(kept, correction, out=out)
     kept += correction
@@ -79,26 +83,26 @@ def sizes_after_recurrent(sizes: Sequence[int]) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class StorePlan:
-    """What one env's store keeps from the batch cache.
+    """What one env's store keeps from the batch cache (build with :func:`store_plan`).
 
     Attributes:
         own_size: the env's valid tokens in the batch (before any trim).
         shift: leading padding to shift out of the env's batch row first (recurrent only).
-        context_length: ``C``, the cache capacity.
+        trimmed: whether the context is trimmed (``needs_trim(own_size, C)``).
+        stored_size: valid tokens of the stored entry.
     """
 
     own_size: int
     shift: int
-    context_length: int
+    trimmed: bool
+    stored_size: int
 
-    @property
-    def trimmed(self) -> bool:
-        return needs_trim(self.own_size, self.context_length)
 
-    @property
-    def stored_size(self) -> int:
-        """Valid tokens of the stored entry."""
-        return trimmed_size(self.context_length) if self.trimmed else self.own_size
+def store_plan(own_size: int, shift: int, context_length: int) -> StorePlan:
+    """The plan for a context of ``own_size`` tokens behind ``shift`` tokens of padding."""
+    if needs_trim(own_size, context_length):
+        return StorePlan(own_size, shift, True, trimmed_size(context_length))
+    return StorePlan(own_size, shift, False, own_size)
 
 
 def store_plans(batch: int, batch_size: int, sizes_current: Sequence[int] | None,
@@ -107,9 +111,9 @@ def store_plans(batch: int, batch_size: int, sizes_current: Sequence[int] | None
     every env, unshifted (quirk 4); recurrent stores keep each env's own size, its left padding
     ``max(sizes_current) - own`` shifted out."""
     if sizes_current is None:
-        return [StorePlan(batch_size, 0, context_length)] * batch
+        return [store_plan(batch_size, 0, context_length)] * batch
     longest = max(sizes_current)
-    return [StorePlan(size, longest - size, context_length) for size in sizes_current[:batch]]
+    return [store_plan(size, longest - size, context_length) for size in sizes_current[:batch]]
 
 
 def evicted_key(deleted: int | None, stored: int) -> int | None:

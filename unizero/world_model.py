@@ -112,7 +112,7 @@ class BaseWorldModel(nn.Module, abc.ABC):
             sizes = [self._add_context(i, *self._lookup_root(i, last_emb[i]), last_emb[i], "root")
                      for i in range(batch)]
             batch_cache = self._assemble_batch(sizes)
-            self.keys_values_wm_size_list_current = list(sizes)
+            self.keys_values_wm_size_list_current[:] = sizes  # in place: no Module.__setattr__
             out = forward_action_then_obs(self.net, batch_cache, actions,
                                           root_positions(batch, batch_cache.size), current_emb)
         self.update_cache_context(current_emb, is_init_infer=True)
@@ -137,7 +137,7 @@ class BaseWorldModel(nn.Module, abc.ABC):
         batch_cache = self._assemble_batch(sizes)
         out = forward_action_then_obs(self.net, batch_cache, batch_action,
                                       recurrent_positions(sizes), None)
-        self.keys_values_wm_size_list_current = sizes_after_recurrent(sizes)
+        self.keys_values_wm_size_list_current[:] = sizes_after_recurrent(sizes)
         self.update_cache_context(out.latent, is_init_infer=False)
         self._after_call()
         return out
