@@ -1,9 +1,12 @@
-"""The legacy UniZero world model: cache logic inline, reproduced exactly (legacy-spec §4–§12).
+"""The legacy UniZero world model's cache keeping, reproduced exactly (legacy-spec §4–§12).
 
-Data structures keep their legacy names: per-env root dicts, the global recurrent dict, three
-circular pools with lazily allocated slots, reverse maps, write pointers that never reset, and
-the three copy helpers. Quirks 1–7, 9, 11, 12, 14 and 17 are reproduced on purpose; do not fix
-them here — this module is the reference the refactor is compared against.
+The imagine flow, positions, store plan, trim rule and cache events are shared with the
+refactored model (``unizero.world_model.BaseWorldModel``, ``unizero.context``); this module only
+keeps caches, as legacy did. Data structures keep their legacy names: per-env root dicts, the
+global recurrent dict, three circular pools with lazily allocated slots, reverse maps, write
+pointers that never reset, and the three copy helpers. Quirks 1–7, 9, 11, 12, 14 and 17 are
+reproduced on purpose; do not fix them here — this module is the reference the refactor is
+compared against.
 
 Deliberate departures (behaviour-neutral): the per-miss and per-clear ``print`` lines (quirk 15)
 are lazy ``logging.debug`` calls, and the unused ``keys_values_wm_single_env_tmp`` is omitted.

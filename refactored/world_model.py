@@ -52,7 +52,16 @@ class _Batch:
 
 
 class RefactoredWorldModel(BaseWorldModel):
-    """UniZero's world model with one ``KVCacheManager`` in place of the scattered caches."""
+    """UniZero's world model with one ``KVCacheManager`` in place of the scattered caches.
+
+    Args:
+        config: the world-model config.
+        device: device of the network and buffers.
+        manager_cls: the manager class; None resolves ``config.cache_manager_class``. It is
+            built as ``manager_cls(config=..., env_num=..., enable_stats=True)`` and must offer
+            the guide's API plus ``take_events()``, which reports each ``set_init_cache`` /
+            ``set_recur_cache`` as an ``EntryStored`` (slot written, key evicted), in order.
+    """
 
     def __init__(self, config: WorldModelConfig, device: torch.device | str = "cpu",
                  manager_cls: type | None = None) -> None:

@@ -617,6 +617,11 @@ def test_thread_safe_manager_loses_no_entries_under_concurrent_writers_and_reade
     assert summary["recur"]["evictions"] == 0
     manager.recur_pool.check_consistency()
     assert sorted(manager.recur_pool.keys()) == list(range(num_writers * keys_per_writer))
+    events = manager.take_events()  # one per store, each writer's in its own order
+    for writer in range(num_writers):
+        mine = [e.key for e in events if e.key // keys_per_writer == writer]
+        assert mine == [writer * keys_per_writer + offset for offset in range(keys_per_writer)]
+    assert sorted(e.slot for e in events) == list(range(num_writers * keys_per_writer))
 
 
 # ---------------------------------------------------------------------------------- logging
