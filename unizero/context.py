@@ -13,6 +13,7 @@ These are the algorithm (legacy-spec §5, §8, §9), not the cache keeping, so t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -98,8 +99,13 @@ class StorePlan:
     stored_size: int
 
 
+@functools.lru_cache(maxsize=4096)
 def store_plan(own_size: int, shift: int, context_length: int) -> StorePlan:
-    """The plan for a context of ``own_size`` tokens behind ``shift`` tokens of padding."""
+    """The plan for a context of ``own_size`` tokens behind ``shift`` tokens of padding.
+
+    Plans are immutable and there are few distinct ones (sizes stay below ``C``), so they are
+    built once and shared: a store reads them on every call.
+    """
     if needs_trim(own_size, context_length):
         return StorePlan(own_size, shift, True, trimmed_size(context_length))
     return StorePlan(own_size, shift, False, own_size)
