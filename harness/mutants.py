@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from refactored.cache_events import EntryStored
 from refactored.cache_pool import KVCachePool, SlotStorage
 from refactored.eviction import FifoEviction
 from refactored.kv_cache_manager import KVCacheManager, cache_key
@@ -87,10 +88,11 @@ def _swap_storage(manager: KVCacheManager, storage_cls: type[SlotStorage]) -> No
 
 def _rebuilt(pool: KVCachePool, pool_cls: type[KVCachePool] = KVCachePool,
              num_slots: int | None = None) -> KVCachePool:
-    """An empty ``pool_cls`` with ``pool``'s name, strategy, stats, geometry and device."""
+    """An empty ``pool_cls`` with ``pool``'s name, strategy, stats, geometry, device and event
+    queue (the manager's, so its ``take_events()`` still reports the rebuilt pool)."""
     storage = pool._pool
     return pool_cls(num_slots or pool.num_slots, pool.name, pool.strategy_name, pool.stats,
-                    geometry=storage._geometry, device=storage._device)
+                    geometry=storage._geometry, device=storage._device, events=pool.events)
 
 
 class AliasingManager(KVCacheManager):
@@ -228,13 +230,14 @@ class EpisodeEndClearsAllManager(KVCacheManager):
 
 
 class _FirstWriteWinsPool(KVCachePool):
-    """Storing a key that is already live keeps the old entry (no write, no eviction)."""
+    """Storing a key that is already live keeps the old entry (no write, no eviction), and
+    reports the store as done into the key's slot."""
 
     def put(self, key: int, kv: KeysValues) -> int:
         slot = self.slot_of(key)
         if slot is None:
             return super().put(key, kv)
-        self.last_evicted = None
+        self.events.emit(EntryStored(self.name, key, slot, None))
         return slot
 
 

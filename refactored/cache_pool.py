@@ -17,6 +17,8 @@ import numbers
 
 import torch
 
+from refactored.cache_events import (EntryStored, ManagerEvent, ManagerEventQueue, PoolCleared,
+                                     ScratchWritten)
 from refactored.cache_stats import CacheStats, NullStats
 from refactored.eviction import make_eviction_strategy
 from unizero.kv_cache import KeysValues
@@ -136,11 +138,14 @@ class KVCachePool:
         stats: a CacheStats, or a NullStats when stats are off.
         geometry: ``(L, B, H, T, hd)`` of the backing tensor; None takes the first entry's.
         device: device of the backing tensor; None takes the first entry's.
+        events: the queue stores and clears are reported to (a manager passes its own, shared
+            by all its pools); None gives the pool a queue of its own.
     """
 
     def __init__(self, num_slots: int, name: str, strategy: str,
                  stats: CacheStats | NullStats, *, geometry: Geometry | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None,
+                 events: ManagerEventQueue | None = None) -> None:
         self.num_slots = _check_positive("num_slots", num_slots)
         self.name = name
         self.strategy_name = strategy
@@ -149,7 +154,7 @@ class KVCachePool:
         self._pool = SlotStorage(num_slots, geometry, device)
         self._key_to_index: dict[int, int] = {}
         self._index_to_key: list[int | None] = [None] * num_slots
-        self.last_evicted: int | None = None
+        self.events = events if events is not None else ManagerEventQueue()
 
     def __repr__(self) -> str:
         return (f"KVCachePool(name={self.name!r}, num_slots={self.num_slots}, "
@@ -167,6 +172,10 @@ class KVCachePool:
         """Backing tensor ``[num_slots, L, 2, B, H, T, hd]``; None before the first store."""
         return self._pool.tensor
 
+    def take_events(self) -> list[ManagerEvent]:
+        """Drain the pool's event queue (the manager's whole queue when it is shared)."""
+        return self.events.take_events()
+
     def slot_of(self, key: int) -> int | None:
         """The slot holding ``key`` (no stats, no recency update)."""
         return self._key_to_index.get(key)
@@ -182,8 +191,8 @@ class KVCachePool:
     def put(self, key: int, kv: KeysValues) -> int:
         """Store a private copy of ``kv`` under ``key``; returns the slot written.
 
-        Sets ``last_evicted`` to the other key removed from the lookup map to make room, or
-        None. Re-storing a key into its own slot replaces its contents without an eviction.
+        Queues an ``EntryStored`` naming the other key removed from the lookup map to make
+        room, or None. Re-storing a key into its own slot replaces it without an eviction.
         """
         key = _check_key(key)
         _check_keys_values(kv)
@@ -205,7 +214,8 @@ class KVCachePool:
         self._key_to_index[key] = slot
         self._index_to_key[slot] = key
         self._strategy.on_write(slot)
-        self.last_evicted = evicted
+        if self.events.enabled:
+            self.events.emit(EntryStored(self.name, key, slot, evicted))
         return slot
 
     def get(self, key: int) -> KeysValues | None:
@@ -222,11 +232,16 @@ class KVCachePool:
         return self._pool[slot]
 
     def clear(self) -> None:
-        """Forget every key. Storage stays allocated; the FIFO pointer does not move."""
+        """Forget every key. Storage stays allocated; the FIFO pointer does not move.
+
+        Queues a ``PoolCleared`` with the number of keys forgotten.
+        """
+        num_keys = len(self._key_to_index)
         for slot in self._key_to_index.values():
             self._index_to_key[slot] = None
             self._strategy.on_release(slot)
         self._key_to_index.clear()
+        self.events.emit(PoolCleared(self.name, num_keys))
 
     def check_consistency(self) -> None:
         """Assert that the two maps are exact inverses (used by tests)."""
@@ -239,14 +254,17 @@ class KVCachePool:
 class ScratchPool:
     """Keyless circular storage: each write takes the next slot (legacy "wm" pool).
 
-    The pointer never resets, as legacy's ``shared_pool_index_wm``.
+    The pointer never resets, as legacy's ``shared_pool_index_wm``. Each write queues a
+    ``ScratchWritten`` on ``events`` (the manager's queue, or one of the pool's own).
     """
 
     def __init__(self, num_slots: int, name: str, *, geometry: Geometry | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None,
+                 events: ManagerEventQueue | None = None) -> None:
         self.num_slots = _check_positive("num_slots", num_slots)
         self.name = name
         self.pointer = 0
+        self.events = events if events is not None else ManagerEventQueue()
         self._pool = SlotStorage(num_slots, geometry, device)
 
     def __repr__(self) -> str:
@@ -262,6 +280,7 @@ class ScratchPool:
         slot = self.pointer
         self._pool.write(slot, kv)
         self.pointer = (slot + 1) % self.num_slots
+        self.events.emit(ScratchWritten(self.name, slot))
         return slot
 
     def read(self, slot: int) -> KeysValues:

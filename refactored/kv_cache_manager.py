@@ -10,6 +10,10 @@ Replaces legacy's scattered dicts, reverse lists, write pointers and three copy 
 Keyed pools use ``config.eviction`` (or the ``eviction`` override); 'fifo' writes slots in
 exactly legacy's order. Unlike legacy, each pool's key->slot and slot->key maps stay consistent,
 so a stale slot->key entry never deletes a live key (quirk 1).
+
+The manager reports what it decided as typed events (``refactored.cache_events``): every store
+(slot written, key evicted to make room), scratch write and pool clear is queued in order, and
+the owner drains them with ``take_events()``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 
+from refactored.cache_events import ManagerEvent, ManagerEventQueue
 from refactored.cache_pool import KVCachePool, ScratchPool
 from refactored.cache_stats import CacheStats, NullStats
 from refactored.eviction import EVICTION_STRATEGIES
@@ -71,6 +76,8 @@ class KVCacheManager:
             overwritten by a later store from another thread.
         device: device of pool storage; None uses the device of the first entry stored.
         eviction: strategy name overriding ``config.eviction``.
+        enable_events: queue decision events for ``take_events()``; turn off when nobody
+            drains them (the queue would only grow).
 
     Raises:
         TypeError: if ``config`` is not a WorldModelConfig.
@@ -79,7 +86,7 @@ class KVCacheManager:
 
     def __init__(self, config: WorldModelConfig, env_num: int, enable_stats: bool = True, *,
                  thread_safe: bool = False, device: torch.device | str | None = None,
-                 eviction: str | None = None) -> None:
+                 eviction: str | None = None, enable_events: bool = True) -> None:
         if not isinstance(config, WorldModelConfig):
             raise TypeError(f"config: expected a WorldModelConfig, got {type(config).__name__}")
         if not isinstance(env_num, int) or isinstance(env_num, bool) or env_num <= 0:
@@ -97,19 +104,21 @@ class KVCacheManager:
         self.enable_stats = bool(enable_stats)
         self.thread_safe = bool(thread_safe)
         self._lock: Any = threading.RLock() if thread_safe else contextlib.nullcontext()
+        self.events = ManagerEventQueue(enable_events)  # shared by every pool below
         # Every stored single-env cache has this geometry (legacy-spec §8): [1, H, C, hd].
         geometry = (config.num_layers, 1, config.num_heads, config.context_length, config.head_dim)
         self.init_pools = [
             KVCachePool(config.init_pool_size, f"init[{env_id}]", strategy, self._new_stats(),
-                        geometry=geometry, device=device)
+                        geometry=geometry, device=device, events=self.events)
             for env_id in range(env_num)]
         self.recur_pool = KVCachePool(config.recur_pool_size, "recur", strategy,
-                                      self._new_stats(), geometry=geometry, device=device)
-        self.wm_pool = ScratchPool(config.wm_pool_size, "wm", geometry=geometry, device=device)
+                                      self._new_stats(), geometry=geometry, device=device,
+                                      events=self.events)
+        self.wm_pool = ScratchPool(config.wm_pool_size, "wm", geometry=geometry, device=device,
+                                   events=self.events)
         # Backward compatibility (guide step 2): the world model aliases these two lists.
         self.keys_values_wm_list: list[KeysValues] = []
         self.keys_values_wm_size_list: list[int] = []
-        self._last_evicted: int | None = None
 
     def _new_stats(self) -> CacheStats | NullStats:
         return CacheStats() if self.enable_stats else NullStats()
@@ -124,19 +133,26 @@ class KVCacheManager:
                 f"recur={self.recur_pool.num_slots}, wm={self.wm_pool.num_slots}, "
                 f"eviction={self.eviction!r}, thread_safe={self.thread_safe})")
 
-    @property
-    def last_evicted(self) -> int | None:
-        """The key the most recent ``set_*`` call removed from a lookup map, or None."""
-        return self._last_evicted
+    @_synchronized
+    def take_events(self) -> list[ManagerEvent]:
+        """Drain the events queued since the last call, oldest first.
+
+        Returns:
+            ``EntryStored`` per ``set_init_cache``/``set_recur_cache`` (pool, key, slot, evicted
+            key), ``ScratchWritten`` per ``set_wm_cache``, ``PoolCleared`` per keyed pool a
+            ``clear_*`` call emptied.
+        """
+        return self.events.take_events()
 
     # ------------------------------------------------------------------ root pools
     @_synchronized
     def set_init_cache(self, env_id: int, cache_key: int, kv_cache: KeysValues) -> int:
-        """Store a copy of ``kv_cache`` in env ``env_id``'s root pool; returns the slot."""
+        """Store a copy of ``kv_cache`` in env ``env_id``'s root pool; returns the slot.
+
+        Queues an ``EntryStored`` (pool ``init[<env_id>]``) naming the key evicted, if any.
+        """
         pool = self.init_pools[self._check_env_id(env_id)]
-        slot = pool.put(cache_key, self._check_kv(kv_cache))
-        self._last_evicted = pool.last_evicted
-        return slot
+        return pool.put(cache_key, self._check_kv(kv_cache))
 
     @_synchronized
     def get_init_cache(self, env_id: int, cache_key: int) -> KeysValues | None:
@@ -146,10 +162,11 @@ class KVCacheManager:
     # ------------------------------------------------------------------ recurrent pool
     @_synchronized
     def set_recur_cache(self, cache_key: int, kv_cache: KeysValues) -> int:
-        """Store a copy of ``kv_cache`` in the shared recurrent pool; returns the slot."""
-        slot = self.recur_pool.put(cache_key, self._check_kv(kv_cache))
-        self._last_evicted = self.recur_pool.last_evicted
-        return slot
+        """Store a copy of ``kv_cache`` in the shared recurrent pool; returns the slot.
+
+        Queues an ``EntryStored`` (pool ``recur``) naming the key evicted, if any.
+        """
+        return self.recur_pool.put(cache_key, self._check_kv(kv_cache))
 
     @_synchronized
     def get_recur_cache(self, cache_key: int) -> KeysValues | None:
@@ -160,9 +177,7 @@ class KVCacheManager:
     @_synchronized
     def set_wm_cache(self, kv_cache: KeysValues) -> int:
         """Copy ``kv_cache`` into the next scratch slot (circular); returns the slot."""
-        slot = self.wm_pool.write(self._check_kv(kv_cache))
-        self._last_evicted = None
-        return slot
+        return self.wm_pool.write(self._check_kv(kv_cache))
 
     @_synchronized
     def get_wm_cache(self, slot: int) -> KeysValues:

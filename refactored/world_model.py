@@ -1,8 +1,10 @@
 """The refactored world model: the legacy algorithm, with every cache held by a KVCacheManager.
 
-Same public API, same batch assembly (left padding with zeros, unmasked), same positions, same
-trim with the position-difference correction, same heads. What changed is only where caches
-live and how much data moves per call:
+The imagine flow, positions, store plan, trim rule and cache events are shared with legacy
+(``unizero.world_model.BaseWorldModel``, ``unizero.context``); this module only keeps caches.
+What changed is where caches live, how much data moves per call, and how store decisions are
+learnt: the slot written and the key evicted come from the manager's drained events
+(``KVCacheManager.take_events()``), not from an attribute read after each store.
 
 * a hit is read straight from the pool's storage into a preallocated batch buffer — legacy first
   copies it into the scratch ("wm") pool, then concatenates and stacks fresh tensors;
@@ -16,26 +18,50 @@ test any candidate with the same constructor and API.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from refactored.cache_events import EntryStored
 from unizero.backends import load_object
 from unizero.config import WorldModelConfig
-from unizero.events import POOL_RECURRENT, POOL_ROOT, Clear, Lookup, Store, Trim
-from unizero.imagine import forward_action_then_obs, forward_fresh_context, forward_root_first_step
+from unizero.context import StorePlan, left_pads, trim_window, trim_with_correction
+from unizero.events import POOL_ROOT
 from unizero.kv_cache import KeysValues
-from unizero.world_model import BaseWorldModel, InferenceOutput
+from unizero.world_model import BaseWorldModel
 
 __all__ = ["RefactoredWorldModel"]
 
 logger = logging.getLogger(__name__)
 
 
+class _Batch:
+    """The batch being assembled: its row count and the contexts collected so far.
+
+    A plain object, so per-call updates skip ``nn.Module.__setattr__`` (several isinstance
+    checks per attribute write, measurable on the hot path).
+    """
+
+    __slots__ = ("rows", "contexts")
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.contexts: list[KeysValues] = []
+
+
 class RefactoredWorldModel(BaseWorldModel):
-    """UniZero's world model with one ``KVCacheManager`` in place of the scattered caches."""
+    """UniZero's world model with one ``KVCacheManager`` in place of the scattered caches.
+
+    Args:
+        config: the world-model config.
+        device: device of the network and buffers.
+        manager_cls: the manager class; None resolves ``config.cache_manager_class``. It is
+            built as ``manager_cls(config=..., env_num=..., enable_stats=True)`` and must offer
+            the guide's API plus ``take_events()``, which reports each ``set_init_cache`` /
+            ``set_recur_cache`` as an ``EntryStored`` (slot written, key evicted), in order.
+    """
 
     def __init__(self, config: WorldModelConfig, device: torch.device | str = "cpu",
                  manager_cls: type | None = None) -> None:
@@ -47,6 +73,8 @@ class RefactoredWorldModel(BaseWorldModel):
         self.keys_values_wm_size_list = self.kv_cache_manager.keys_values_wm_size_list
         self._views_by_batch: dict[int, tuple[KeysValues, list[KeysValues]]] = {}
         self._allocate_buffers(self.env_num)
+        self._batch = _Batch(self.env_num)
+        self._trim_window = trim_window(self.context_length)
         self._diff_buffers = (self.net.pos_emb_diff_k, self.net.pos_emb_diff_v)
         self._correction_stamp: tuple | None = None
         self._log_stats = config.enable_cache_logging
@@ -73,76 +101,39 @@ class RefactoredWorldModel(BaseWorldModel):
         self._correction_stamp = None
         return out
 
-    # ------------------------------------------------------------------ root path
-    @torch.no_grad()
-    def initial_inference(self, last_obs: Any, last_actions: Any, current_obs: Any,
-                          start_pos: Any = None) -> InferenceOutput:
-        current, actions, _, last = self._root_inputs(last_obs, last_actions, current_obs, start_pos)
-        batch = current.shape[0]
-        current_emb = self.net.encode(current)  # [B, D]
-        if last is None:
-            batch_cache = self._assemble([], [], batch)
-            out = forward_root_first_step(self.net, batch_cache, current_emb)
-        else:
-            last_emb = self.net.encode(last)
-            contexts, sizes = [], []
-            for i in range(batch):
-                key = self.kv_cache_manager.make_key(last_emb[i])
-                matched = self.kv_cache_manager.get_init_cache(i, key)
-                self._collect_context(i, key, matched, POOL_ROOT if matched is not None else None,
-                                      last_emb[i], contexts, sizes, path="root")
-            batch_cache = self._assemble(contexts, sizes, batch)
-            positions = np.full((batch, 1), batch_cache.size, dtype=np.int64)
-            out = forward_action_then_obs(self.net, batch_cache, actions, positions, current_emb)
-        self._store_all(current_emb, batch_cache, is_root=True, sizes_current=None)
-        self.kv_cache_manager.clear_recur_cache()
-        if self.events.recording:
-            self.events.emit(Clear(scope="recurrent", reason="after_root"))
-        self._tick()
-        return out
+    # ------------------------------------------------------------------ lookups
+    def _lookup_root(self, env: int, latent: torch.Tensor) -> tuple[int, KeysValues | None, str | None]:
+        key = self.kv_cache_manager.make_key(latent)
+        matched = self.kv_cache_manager.get_init_cache(env, key)
+        return key, matched, POOL_ROOT if matched is not None else None
 
-    # ------------------------------------------------------------------ recurrent path
-    @torch.no_grad()
-    def recurrent_inference(self, latent_state: np.ndarray, actions: Any,
-                            simulation_index: int = 0, search_depth: Sequence[int] | None = None,
-                            start_pos: Any = None) -> InferenceOutput:
-        latent, batch_action, _ = self._recurrent_inputs(latent_state, actions, start_pos)
-        batch = latent.shape[0]
-        if batch > len(self._fresh):
+    def _lookup_recurrent(self, env: int,
+                          latent: np.ndarray) -> tuple[int, KeysValues | None, str | None]:
+        key = self.kv_cache_manager.make_key(latent)
+        if self.reanalyze_phase:
+            return key, None, None
+        matched, pool = self.kv_cache_manager.hierarchical_get(env, key)
+        return key, matched, pool
+
+    # ------------------------------------------------------------------ batch assembly
+    def _first_step_cache(self, batch: int) -> KeysValues:
+        self._begin_batch(batch)
+        return self._assemble_batch([])
+
+    def _begin_batch(self, batch: int) -> None:
+        if batch > len(self._fresh):  # only a reanalysis batch has more rows than envs
             self._allocate_buffers(batch)
-        contexts, sizes = [], []
-        for j in range(batch):
-            key = self.kv_cache_manager.make_key(latent[j])
-            if self.reanalyze_phase:
-                matched, pool = None, None
-            else:
-                matched, pool = self.kv_cache_manager.hierarchical_get(j, key)
-            state = None if matched is not None else torch.from_numpy(np.ascontiguousarray(latent[j])).to(self.device)
-            self._collect_context(j, key, matched, pool, state, contexts, sizes, path="recurrent")
-        batch_cache = self._assemble(contexts, sizes, batch)
-        positions = np.asarray(sizes, dtype=np.int64)[:, None]
-        out = forward_action_then_obs(self.net, batch_cache, batch_action, positions, None)
-        self._store_all(out.latent, batch_cache, is_root=False, sizes_current=[s + 2 for s in sizes])
-        self._tick()
-        return out
+        self._batch.rows = batch
+        self._batch.contexts.clear()
 
-    # ------------------------------------------------------------------ lookups and assembly
-    def _collect_context(self, env: int, key: int, matched: KeysValues | None, pool: str | None,
-                         latent: torch.Tensor | None, contexts: list[KeysValues],
-                         sizes: list[int], path: str) -> None:
-        if matched is not None:
-            contexts.append(matched)
-            sizes.append(matched.size)
-        else:
-            fresh = self._fresh[env]
-            for layer in fresh.layers:
-                layer.k.size = layer.v.size = 0
-            forward_fresh_context(self.net, fresh, latent)
-            contexts.append(fresh)
-            sizes.append(1)
-        if self.events.recording:
-            self.events.emit(Lookup(env=env, key=key, path=path, hit=matched is not None, pool=pool,
-                                    size=sizes[-1], forced=path == "recurrent" and self.reanalyze_phase))
+    def _fresh_cache(self, env: int) -> KeysValues:
+        fresh = self._fresh[env]
+        for layer in fresh.layers:
+            layer.k.size = layer.v.size = 0
+        return fresh
+
+    def _append_context(self, entry: KeysValues, size: int, hit: bool) -> None:
+        self._batch.contexts.append(entry)  # a hit is read straight from pool storage
 
     def _views(self, batch: int) -> tuple[KeysValues, list[KeysValues]]:
         """The batch view of the first ``batch`` rows and one view per row (cached per batch)."""
@@ -154,12 +145,11 @@ class RefactoredWorldModel(BaseWorldModel):
             self._views_by_batch[batch] = views
         return views
 
-    def _assemble(self, contexts: list[KeysValues], sizes: list[int], batch: int) -> KeysValues:
+    def _assemble_batch(self, sizes: list[int]) -> KeysValues:
         """Left-pad each context to the longest one: one copy (and one zero fill) per env."""
-        max_size = max(sizes, default=0)
-        batch_cache, rows = self._views(batch)
-        for row, entry, size in zip(rows, contexts, sizes):
-            pad = max_size - size
+        max_size, pads = left_pads(sizes)
+        batch_cache, rows = self._views(self._batch.rows)
+        for row, entry, size, pad in zip(rows, self._batch.contexts, sizes, pads):
             if pad:
                 row.window(0, pad).zero_()  # unmasked zeros the forward attends to (quirk 5)
             # Only the valid positions move: positions past max_size are never read.
@@ -171,7 +161,11 @@ class RefactoredWorldModel(BaseWorldModel):
                     dst_layer.v.tensor[:, :, pad:max_size].copy_(src_layer.v.tensor[:, :, :size])
         for layer in batch_cache.layers:
             layer.k.size = layer.v.size = max_size
+        self._batch.contexts.clear()
         return batch_cache
+
+    def _batch_size(self) -> int:
+        return self._views(self._batch.rows)[0].size
 
     # ------------------------------------------------------------------ stores
     def _correction(self) -> torch.Tensor:
@@ -183,79 +177,71 @@ class RefactoredWorldModel(BaseWorldModel):
             self._correction_stamp = stamp
         return self._correction_packed
 
-    def _store_all(self, latents: torch.Tensor, batch_cache: KeysValues, is_root: bool,
-                   sizes_current: list[int] | None) -> None:
-        context = self.context_length
-        if context <= 2:
-            return
-        pool = POOL_ROOT if is_root else POOL_RECURRENT
-        batch_size = batch_cache.size
-        _, rows = self._views(latents.shape[0])
-        correction = self._correction()
-        latents_np = latents.detach().cpu().numpy()
-        for i in range(latents.shape[0]):
-            key = self.kv_cache_manager.make_key(latents_np[i])
-            if is_root:
-                own_size, shift = batch_size, 0  # the batch size for every env (legacy quirk 4)
-            else:
-                own_size, shift = sizes_current[i], max(sizes_current) - sizes_current[i]
-            single, stored_size = self._single_env_context(rows[i], shift, own_size, correction)
-            if stored_size != own_size and self.events.recording:
-                self.events.emit(Trim(env=i, pool=pool, size_before=own_size, size_after=stored_size))
-            if is_root:
-                slot = self.kv_cache_manager.set_init_cache(i, key, single)
-            else:
-                slot = self.kv_cache_manager.set_recur_cache(key, single)
-            if self.events.recording:
-                self.events.emit(Store(env=i, key=key, pool=pool, slot=slot,
-                                       evicted=self.kv_cache_manager.last_evicted, size=stored_size))
+    def _store_keys(self, latents: torch.Tensor) -> list[int]:
+        latents_np = latents.detach().cpu().numpy()  # one transfer for the whole batch
+        return [self.kv_cache_manager.make_key(row) for row in latents_np]
 
-    def _single_env_context(self, row: KeysValues, shift: int, size: int,
-                            correction: torch.Tensor) -> tuple[KeysValues, int]:
-        """Env ``row``'s context with its left padding removed and trimmed at C-1.
+    def _store_context(self, env: int, key: int, plan: StorePlan, is_root: bool) -> None:
+        """Store env ``env``'s batch row: the manager copies it (or the trimmed scratch) once."""
+        _, rows = self._views(self._batch.rows)
+        single = self._single_env_context(rows[env], plan)
+        if is_root:
+            self.kv_cache_manager.set_init_cache(env, key, single)
+        else:
+            self.kv_cache_manager.set_recur_cache(key, single)
+
+    def _take_store_outcomes(self) -> list[tuple[int, int | None]]:
+        """The manager's drained store events as ``(slot, evicted key)``; other events (clears)
+        are the manager's own report and carry nothing the world model's events need."""
+        return [(event.slot, event.evicted) for event in self.kv_cache_manager.take_events()
+                if isinstance(event, EntryStored)]
+
+    def _single_env_context(self, row: KeysValues, plan: StorePlan) -> KeysValues:
+        """Env ``row``'s context with its left padding shifted out, trimmed as ``plan`` says.
 
         An untrimmed, unshifted row is the batch row itself (the manager copies it once); a
         shifted or trimmed row is written into the preallocated scratch first, in one op. The
         scratch tail past the stored size is left as it is: only ``[:size]`` is ever read.
         """
         context = self.context_length
-        trim = size >= context - 1
-        if shift == 0 and not trim:
+        if plan.shift == 0 and not plan.trimmed:
             single = row
         else:
             single = self._scratch  # [L, 2, 1, H, C, hd]
-            if shift:
-                source = KeysValues.from_packed(F.pad(row.window(shift, context), (0, 0, 0, shift)))
+            if plan.shift:
+                shifted = F.pad(row.window(plan.shift, context), (0, 0, 0, plan.shift))
+                source = KeysValues.from_packed(shifted)
             else:
                 source = row
-            if trim:
-                torch.add(source.window(2, context - 1), correction, out=single.window(0, context - 3))
-                size = context - 3
+            if plan.trimmed:
+                trim_with_correction(source.window(*self._trim_window), self._correction(),
+                                     out=single.window(0, plan.stored_size))
             else:
                 single.packed.copy_(source.packed)
         for layer in single.layers:
-            layer.k.size = layer.v.size = size
-        return single, size
+            layer.k.size = layer.v.size = plan.stored_size
+        return single
 
     # ------------------------------------------------------------------ lifecycle
-    def _tick(self) -> None:
+    def _after_call(self) -> None:
         self._num_calls += 1
         if self._log_stats:  # periodic stats logging (guide step 6), off the hot path otherwise
             self.kv_cache_manager.maybe_log_stats(self._num_calls)
 
-    def clear_caches(self, reason: str = "clear_caches") -> None:
+    def _forget_recurrent(self) -> None:
+        self.kv_cache_manager.clear_recur_cache()
+        # Store events were drained by the stores; what is left is clears, which the model's
+        # own Clear events already report. Draining here bounds the queue even without stores.
+        self.kv_cache_manager.take_events()
+
+    def _forget_all(self, reason: str) -> None:
         """Clear every pool through the manager; log the stats summary, then reset it (guide step 5)."""
         logger.info("Cache stats before clear (%s): %s", reason, self.kv_cache_manager.get_stats_summary())
         self.kv_cache_manager.clear_all()
         self.kv_cache_manager.reset_stats()
-        if self.events.recording:
-            self.events.emit(Clear(scope="all", reason=reason))
 
-    def clear_root_cache(self, env_id: int, reason: str = "episode_end") -> None:
-        env_id = self.check_env_id(env_id)
+    def _forget_root(self, env_id: int) -> None:
         self.kv_cache_manager.clear_init_cache(env_id)
-        if self.events.recording:
-            self.events.emit(Clear(scope="root_env", reason=reason, env=env_id))
 
     def stats(self) -> dict[str, Any]:
         return self.kv_cache_manager.get_stats_summary()

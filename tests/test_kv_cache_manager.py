@@ -18,6 +18,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refactored.cache_events import EntryStored, ManagerEventQueue, PoolCleared, ScratchWritten
 from refactored.cache_pool import KVCachePool
 from refactored.cache_stats import CacheStats, NullStats
 from refactored.eviction import EVICTION_STRATEGIES, FifoEviction, LruEviction
@@ -72,12 +73,16 @@ def make_pool(num_slots: int, strategy: str = "fifo", num_layers: int = 1) -> KV
 
 
 def put_all(pool: KVCachePool, keys: list[int]) -> tuple[list[int], list[int | None]]:
-    slots, evicted = [], []
+    """Store ``keys`` in order; returns the slots and, from the drained events, the keys evicted
+    (after checking that the queue held exactly one ``EntryStored`` per store, in order)."""
+    slots = []
     for key in keys:
         slots.append(pool.put(key, make_kv(float(key), num_layers=1)))
-        evicted.append(pool.last_evicted)
         pool.check_consistency()
-    return slots, evicted
+    events = pool.take_events()
+    assert [(type(e), e.pool, e.key, e.slot) for e in events] == [
+        (EntryStored, pool.name, key, slot) for key, slot in zip(keys, slots)]
+    return slots, [event.evicted for event in events]
 
 
 # ---------------------------------------------------------------------------------- sizing
@@ -152,6 +157,7 @@ def test_fifo_pointer_is_not_reset_by_clear():
     put_all(pool, [A, B])
     pool.clear()
     assert len(pool) == 0 and pool.keys() == []
+    assert pool.take_events() == [PoolCleared("pool", 2)]
     slots, evicted = put_all(pool, [C, D, E])
     assert slots == [2, 3, 0] and evicted == [None, None, None]
 
@@ -180,6 +186,7 @@ def test_stale_entry_from_before_clear_never_deletes_live_key():
     pool = make_pool(3)
     put_all(pool, [A, B, C])
     pool.clear()
+    assert pool.take_events() == [PoolCleared("pool", 3)]
     assert put_all(pool, [B])[0] == [0]
     assert pool.get(B) is not None
     assert put_all(pool, [D]) == ([1], [None])
@@ -209,6 +216,7 @@ def test_lru_uses_free_slots_first_in_slot_order():
     put_all(pool, [A, B, C])
     pool.get(A)
     pool.clear()
+    assert pool.take_events() == [PoolCleared("pool", 3)]
     assert put_all(pool, [D, E, F]) == ([0, 1, 2], [None, None, None])
 
 
@@ -311,7 +319,7 @@ def test_set_wm_cache_writes_scratch_slots_circularly():
     slots = [manager.set_wm_cache(make_kv(float(v))) for v in range(5)]
     assert slots == [0, 1, 0, 1, 0]
     assert (value_of(manager.get_wm_cache(0)), value_of(manager.get_wm_cache(1))) == (4.0, 3.0)
-    assert manager.last_evicted is None
+    assert manager.take_events() == [ScratchWritten("wm", slot) for slot in slots]
 
 
 def test_get_wm_cache_returns_a_copy_not_the_callers_cache():
@@ -411,14 +419,66 @@ def test_stats_count_hits_misses_queries_and_hit_rate():
         "hits": 3, "misses": 1, "evictions": 0, "queries": 4, "hit_rate": 0.75}
 
 
-def test_stats_count_evictions_and_last_evicted_reports_the_victim():
+def test_stats_count_evictions_and_store_events_name_the_victim():
     manager = make_manager(num_simulations=1, env_num=2)  # recurrent pool of 2 slots
     for key in (A, B, C):
         manager.set_recur_cache(key, make_kv(1.0))
-    assert manager.last_evicted == A
     manager.set_init_cache(0, D, make_kv(1.0))
-    assert manager.last_evicted is None
+    assert manager.take_events() == [
+        EntryStored("recur", A, 0, None), EntryStored("recur", B, 1, None),
+        EntryStored("recur", C, 0, A), EntryStored("init[0]", D, 0, None)]
     assert manager.get_stats_summary()["recur"]["evictions"] == 1
+
+
+# ---------------------------------------------------------------------------------- events
+def test_take_events_reports_every_pools_decisions_in_exact_order():
+    manager = make_manager(num_simulations=1, env_num=2, game_segment_length=4)  # recur: 2 slots
+    manager.set_init_cache(0, A, make_kv(1.0))
+    manager.set_recur_cache(B, make_kv(1.0))
+    manager.set_recur_cache(C, make_kv(1.0))
+    manager.set_wm_cache(make_kv(1.0))
+    manager.set_recur_cache(D, make_kv(1.0))     # the FIFO pointer is back at slot 0: B goes
+    manager.clear_recur_cache()
+    manager.clear_init_cache(1)
+    manager.clear_all()
+    assert manager.take_events() == [
+        EntryStored("init[0]", A, 0, None), EntryStored("recur", B, 0, None),
+        EntryStored("recur", C, 1, None), ScratchWritten("wm", 0),
+        EntryStored("recur", D, 0, B), PoolCleared("recur", 2), PoolCleared("init[1]", 0),
+        PoolCleared("init[0]", 1), PoolCleared("init[1]", 0), PoolCleared("recur", 0)]
+    assert manager.take_events() == []
+
+
+def test_lookups_queue_no_events():
+    manager = make_manager()
+    manager.set_recur_cache(A, make_kv(1.0))
+    manager.take_events()
+    manager.get_recur_cache(A)
+    manager.get_init_cache(0, A)
+    manager.hierarchical_get(1, B)
+    assert manager.take_events() == []
+
+
+def test_events_can_be_switched_off_for_an_owner_that_never_drains():
+    config = make_config()
+    manager = KVCacheManager(config, config.env_num, enable_events=False)
+    assert manager.set_recur_cache(A, make_kv(1.0)) == 0
+    manager.clear_all()
+    assert manager.take_events() == [] and len(manager.events) == 0
+
+
+def test_a_pool_built_alone_has_a_queue_of_its_own():
+    first, second = make_pool(2), make_pool(2)
+    first.put(A, make_kv(1.0, num_layers=1))
+    assert second.take_events() == [] and first.take_events() == [EntryStored("pool", A, 0, None)]
+
+
+def test_pools_share_one_queue_passed_in():
+    queue = ManagerEventQueue()
+    pools = [KVCachePool(2, name, "fifo", CacheStats(), events=queue) for name in ("p", "q")]
+    pools[1].put(A, make_kv(1.0, num_layers=1))
+    pools[0].put(B, make_kv(1.0, num_layers=1))
+    assert queue.take_events() == [EntryStored("q", A, 0, None), EntryStored("p", B, 0, None)]
 
 
 def test_stats_summary_totals_are_sums_over_pools():
@@ -557,6 +617,11 @@ def test_thread_safe_manager_loses_no_entries_under_concurrent_writers_and_reade
     assert summary["recur"]["evictions"] == 0
     manager.recur_pool.check_consistency()
     assert sorted(manager.recur_pool.keys()) == list(range(num_writers * keys_per_writer))
+    events = manager.take_events()  # one per store, each writer's in its own order
+    for writer in range(num_writers):
+        mine = [e.key for e in events if e.key // keys_per_writer == writer]
+        assert mine == [writer * keys_per_writer + offset for offset in range(keys_per_writer)]
+    assert sorted(e.slot for e in events) == list(range(num_writers * keys_per_writer))
 
 
 # ---------------------------------------------------------------------------------- logging
@@ -673,7 +738,7 @@ def test_pool_matches_reference_model_on_random_operations(strategy, reference_c
         if operation == "put":
             slot, evicted = reference.put(key, float(step))
             assert pool.put(key, make_kv(float(step), num_layers=1)) == slot
-            assert pool.last_evicted == evicted
+            assert pool.take_events() == [EntryStored("pool", key, slot, evicted)]
             expected_evictions += evicted is not None
         elif operation == "get":
             expected = reference.get(key)
@@ -682,8 +747,10 @@ def test_pool_matches_reference_model_on_random_operations(strategy, reference_c
             expected_hits += expected is not None
             expected_misses += expected is None
         else:
+            num_live = len(reference.slot_of)
             reference.clear()
             pool.clear()
+            assert pool.take_events() == [PoolCleared("pool", num_live)]
         pool.check_consistency()
         assert {key: pool.slot_of(key) for key in pool.keys()} == reference.slot_of
     assert (pool.stats.hits, pool.stats.misses, pool.stats.evictions) == (

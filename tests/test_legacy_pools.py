@@ -173,8 +173,9 @@ def test_eviction_skips_a_reverse_key_that_is_no_longer_live() -> None:
 
 def lookup(model, latents: np.ndarray) -> list[Lookup]:
     model.take_events()
-    model.keys_values_wm_list, model.keys_values_wm_size_list = [], []
-    model.retrieve_or_generate_kvcache(latents, latents.shape[0])
+    model._begin_batch(latents.shape[0])
+    for env, latent in enumerate(latents):
+        model._add_context(env, *model._lookup_recurrent(env, latent), latent, "recurrent")
     return [e for e in model.take_events() if isinstance(e, Lookup)]
 
 

@@ -17,6 +17,7 @@ from legacy.world_model import LegacyWorldModel
 from refactored.kv_cache_manager import KVCacheManager
 from refactored.world_model import RefactoredWorldModel
 from unizero.backends import build_world_model
+from refactored.cache_events import EntryStored
 from unizero.events import Store
 from unizero.world_model import InferenceOutput
 
@@ -146,3 +147,41 @@ def test_quirk_1_after_a_clear_legacy_loses_a_live_key_the_manager_keeps():
     assert b not in legacy.past_kv_cache_recurrent_infer      # legacy: a later lookup of B misses
     assert manager.get_recur_cache(b) is not None              # manager: B is still live at slot 0
     assert legacy.past_kv_cache_recurrent_infer == {d: 1}
+
+
+class DrainRecordingManager(KVCacheManager):
+    """The honest manager, keeping a copy of every event its owner drains."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.drained: list = []
+
+    def take_events(self) -> list:
+        events = super().take_events()
+        self.drained.extend(events)
+        return events
+
+
+def test_refactored_store_events_are_built_from_the_managers_drained_events():
+    model = RefactoredWorldModel(make_config(num_simulations=1), manager_cls=DrainRecordingManager)
+    stores = _twin_env_stores(model)
+    manager = model.kv_cache_manager
+    assert len(manager.events) == 0  # the world model drains after every call
+    drained = [e for e in manager.drained if isinstance(e, EntryStored)]
+    assert [(e.slot, e.evicted) for e in drained if e.pool == "recur"] == [
+        (s.slot, s.evicted) for s in stores]
+    assert [e.pool for e in drained] == ["init[0]", "init[1]", "recur", "recur", "recur", "recur"]
+
+
+class SilentManager(KVCacheManager):
+    """Stores without reporting them: breaks the manager's event contract."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, enable_events=False, **kwargs)
+
+
+def test_a_manager_that_reports_no_stores_is_an_invariant_breach():
+    model = RefactoredWorldModel(make_config(), manager_cls=SilentManager)
+    obs = make_obs(0, 2)
+    with pytest.raises(AssertionError, match="0 store outcomes reported for 2 stores"):
+        model.initial_inference(obs, [-1, -1], obs)

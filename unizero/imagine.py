@@ -8,14 +8,37 @@ unpadded size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from unizero.kv_cache import KeysValues
 from unizero.network import WorldModelNetwork
-from unizero.world_model import InferenceOutput
 
-__all__ = ["forward_root_first_step", "forward_action_then_obs", "forward_fresh_context"]
+__all__ = ["InferenceOutput", "forward_root_first_step", "forward_action_then_obs",
+           "forward_fresh_context"]
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceOutput:
+    """Outputs of one imagine call, all on the model's device.
+
+    Attributes:
+        latent: ``[B, D]`` float32 — the root embedding or the predicted next latent.
+        reward_logits: ``[B, bins]`` — zero on a first root step (no action token).
+        policy_logits: ``[B, A]``.
+        value_logits: ``[B, bins]``.
+    """
+
+    latent: torch.Tensor
+    reward_logits: torch.Tensor
+    policy_logits: torch.Tensor
+    value_logits: torch.Tensor
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {"latent": self.latent, "reward_logits": self.reward_logits,
+                "policy_logits": self.policy_logits, "value_logits": self.value_logits}
 
 _ORIGIN = np.zeros((1, 1), dtype=np.int64)  # the miss-path latent always sits at position 0
 

@@ -1,4 +1,4 @@
-"""The public world-model API both implementations share, and its input validation.
+"""The world-model algorithm both implementations share; subclasses only keep the caches.
 
 A world model answers search-time ``imagine`` calls:
 
@@ -8,12 +8,17 @@ A world model answers search-time ``imagine`` calls:
   one MCTS simulation expanding one leaf per root;
 * ``clear_caches()``, ``clear_root_cache(env_id)``, ``recompute_pos_emb_diff_and_clear_cache()``
   and ``reanalyze_phase`` — the cache lifecycle the policy/collector drive.
+
+``BaseWorldModel`` runs these calls once for both world models — input validation, lookups in
+env order, batch assembly, token positions, forwards, the store plan (``unizero.context``) and
+the cache events — and asks its subclass (``legacy``, ``refactored``) only how caches are kept:
+how a lookup finds an entry, how the batch cache is assembled, how an entry is stored and
+what it evicted, and how keys are forgotten.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +26,12 @@ import torch
 from torch import nn
 
 from unizero.config import WorldModelConfig
-from unizero.events import CacheEvent, EventLog
+from unizero.context import (StorePlan, evicted_key, recurrent_positions, root_positions,
+                             sizes_after_recurrent, store_plans, stores_contexts)
+from unizero.events import POOL_RECURRENT, POOL_ROOT, CacheEvent, Clear, EventLog, Lookup, Store, Trim
+from unizero.imagine import (InferenceOutput, forward_action_then_obs, forward_fresh_context,
+                             forward_root_first_step)
+from unizero.kv_cache import KeysValues
 from unizero.network import WorldModelNetwork
 
 __all__ = ["InferenceOutput", "BaseWorldModel", "InputError"]
@@ -29,27 +39,6 @@ __all__ = ["InferenceOutput", "BaseWorldModel", "InputError"]
 
 class InputError(ValueError):
     """An imagine() argument of the wrong shape, dtype or range; the message names it."""
-
-
-@dataclass(frozen=True, slots=True)
-class InferenceOutput:
-    """Outputs of one imagine call, all on the model's device.
-
-    Attributes:
-        latent: ``[B, D]`` float32 — the root embedding or the predicted next latent.
-        reward_logits: ``[B, bins]`` — zero on a first root step (no action token).
-        policy_logits: ``[B, A]``.
-        value_logits: ``[B, bins]``.
-    """
-
-    latent: torch.Tensor
-    reward_logits: torch.Tensor
-    policy_logits: torch.Tensor
-    value_logits: torch.Tensor
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {"latent": self.latent, "reward_logits": self.reward_logits,
-                "policy_logits": self.policy_logits, "value_logits": self.value_logits}
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
@@ -62,7 +51,8 @@ def _as_array(value: Any, name: str) -> np.ndarray:
 
 
 class BaseWorldModel(nn.Module, abc.ABC):
-    """Owns the network, the event log and input validation; subclasses own the caches."""
+    """Owns the network, the imagine flow, the event log and input validation; subclasses own
+    the caches (the abstract ``_lookup_*``, ``_assemble_batch``, ``_store_context``, ...)."""
 
     def __init__(self, config: WorldModelConfig, device: torch.device | str = "cpu") -> None:
         super().__init__()
@@ -76,6 +66,8 @@ class BaseWorldModel(nn.Module, abc.ABC):
         self._device = self.net.pos_emb.weight.device
         self.events = EventLog()
         self.reanalyze_phase = False
+        # Each env's own size after the last imagine call (recurrent stores read it).
+        self.keys_values_wm_size_list_current: list[int] = []
 
     # ------------------------------------------------------------------ public API
     @property
@@ -98,24 +90,177 @@ class BaseWorldModel(nn.Module, abc.ABC):
             self.events.take_events()
 
     @abc.abstractmethod
-    def initial_inference(self, last_obs: Any, last_actions: Any, current_obs: Any,
-                          start_pos: Any = None) -> InferenceOutput: ...
+    def stats(self) -> dict[str, Any]: ...
 
-    @abc.abstractmethod
+    # ------------------------------------------------------------------ root call (spec §6)
+    @torch.no_grad()
+    def initial_inference(self, last_obs: Any, last_actions: Any, current_obs: Any,
+                          start_pos: Any = None) -> InferenceOutput:
+        """Root call: look up each env's previous latent, run action then observation, store.
+
+        A first step (every previous action -1) runs the observation alone into an empty cache.
+        Every root call ends by forgetting the recurrent keys.
+        """
+        current, actions, _, last = self._root_inputs(last_obs, last_actions, current_obs, start_pos)
+        current_emb = self.net.encode(current)  # [B, D]
+        batch = current_emb.shape[0]
+        if last is None:
+            out = forward_root_first_step(self.net, self._first_step_cache(batch), current_emb)
+        else:
+            last_emb = self.net.encode(last)  # [B, D]
+            self._begin_batch(batch)
+            sizes = [self._add_context(i, *self._lookup_root(i, last_emb[i]), last_emb[i], "root")
+                     for i in range(batch)]
+            batch_cache = self._assemble_batch(sizes)
+            self.keys_values_wm_size_list_current[:] = sizes  # in place: no Module.__setattr__
+            out = forward_action_then_obs(self.net, batch_cache, actions,
+                                          root_positions(batch, batch_cache.size), current_emb)
+        self.update_cache_context(current_emb, is_init_infer=True)
+        self._forget_recurrent()
+        if self.events.recording:
+            self.events.emit(Clear(scope="recurrent", reason="after_root"))
+        self._after_call()
+        return out
+
+    # ------------------------------------------------------------------ recurrent call (§7)
+    @torch.no_grad()
     def recurrent_inference(self, latent_state: np.ndarray, actions: Any,
                             simulation_index: int = 0, search_depth: Sequence[int] | None = None,
-                            start_pos: Any = None) -> InferenceOutput: ...
+                            start_pos: Any = None) -> InferenceOutput:
+        """One simulation step: look up each leaf's latent (root pool, then recurrent pool),
+        run action then the predicted observation, store. Reanalysis forces every miss."""
+        latent, batch_action, _ = self._recurrent_inputs(latent_state, actions, start_pos)
+        batch = latent.shape[0]
+        self._begin_batch(batch)
+        sizes = [self._add_context(j, *self._lookup_recurrent(j, latent[j]), latent[j], "recurrent")
+                 for j in range(batch)]
+        batch_cache = self._assemble_batch(sizes)
+        out = forward_action_then_obs(self.net, batch_cache, batch_action,
+                                      recurrent_positions(sizes), None)
+        self.keys_values_wm_size_list_current[:] = sizes_after_recurrent(sizes)
+        self.update_cache_context(out.latent, is_init_infer=False)
+        self._after_call()
+        return out
 
-    @abc.abstractmethod
+    def _add_context(self, env: int, key: int, matched: KeysValues | None, pool: str | None,
+                     latent: torch.Tensor | np.ndarray, path: str) -> int:
+        """Queue env ``env``'s context for the batch (the hit, or a fresh one holding only
+        ``latent`` at position 0); record the lookup; return the context's size."""
+        if matched is not None:
+            entry, size = matched, matched.size
+        else:
+            if isinstance(latent, np.ndarray):
+                latent = torch.from_numpy(np.ascontiguousarray(latent)).to(self.device)
+            entry, size = self._fresh_cache(env), 1
+            forward_fresh_context(self.net, entry, latent)
+        self._append_context(entry, size, hit=matched is not None)
+        if self.events.recording:
+            self.events.emit(Lookup(env=env, key=key, path=path, hit=matched is not None, pool=pool,
+                                    size=size, forced=path == "recurrent" and self.reanalyze_phase))
+        return size
+
+    # ------------------------------------------------------------------ store path (§8)
+    def update_cache_context(self, latent_state: torch.Tensor, is_init_infer: bool = True) -> None:
+        """Store each env's context from the batch cache under the key of its new latent.
+
+        Root stores keep the padded batch size for every env (quirk 4); recurrent stores shift
+        each env's left padding out first. Contexts reaching ``C - 1`` are trimmed.
+        """
+        if not stores_contexts(self.context_length):
+            return
+        batch = latent_state.size(0)
+        sizes_current = None if is_init_infer else self.keys_values_wm_size_list_current
+        plans = store_plans(batch, self._batch_size(), sizes_current, self.context_length)
+        keys = self._store_keys(latent_state)
+        for env, plan in enumerate(plans):
+            self._store_context(env, keys[env], plan, is_init_infer)
+        outcomes = self._take_store_outcomes()
+        assert len(outcomes) == batch, (
+            f"{type(self).__name__}: {len(outcomes)} store outcomes reported for {batch} stores")
+        if self.events.recording:
+            pool = POOL_ROOT if is_init_infer else POOL_RECURRENT
+            for env, (plan, key, (slot, deleted)) in enumerate(zip(plans, keys, outcomes)):
+                if plan.trimmed:
+                    self.events.emit(Trim(env=env, pool=pool, size_before=plan.own_size,
+                                          size_after=plan.stored_size))
+                self.events.emit(Store(env=env, key=key, pool=pool, slot=slot,
+                                       evicted=evicted_key(deleted, key), size=plan.stored_size))
+
+    # ------------------------------------------------------------------ clearing (§10)
     def clear_caches(self, reason: str = "clear_caches") -> None:
-        """Clear every lookup structure; ``reason`` labels the Clear event."""
+        """Forget every root and recurrent key; ``reason`` labels the Clear event."""
+        self._forget_all(reason)
+        if self.events.recording:
+            self.events.emit(Clear(scope="all", reason=reason))
 
-    @abc.abstractmethod
     def clear_root_cache(self, env_id: int, reason: str = "episode_end") -> None:
-        """Clear one env's root cache (the collector's episode-end reset)."""
+        """Forget one env's root keys (the collector's episode-end reset)."""
+        env_id = self.check_env_id(env_id)
+        self._forget_root(env_id)
+        if self.events.recording:
+            self.events.emit(Clear(scope="root_env", reason=reason, env=env_id))
+
+    # ------------------------------------------------------------------ cache keeping
+    @abc.abstractmethod
+    def _lookup_root(self, env: int, latent: torch.Tensor) -> tuple[int, KeysValues | None, str | None]:
+        """Root-call lookup of ``latent: [D]`` in env ``env``'s root cache: ``(key, entry, pool)``."""
 
     @abc.abstractmethod
-    def stats(self) -> dict[str, int]: ...
+    def _lookup_recurrent(self, env: int,
+                          latent: np.ndarray) -> tuple[int, KeysValues | None, str | None]:
+        """Recurrent lookup (root cache, then recurrent cache; a forced miss while
+        ``reanalyze_phase``): ``(key, entry, pool)``."""
+
+    @abc.abstractmethod
+    def _first_step_cache(self, batch: int) -> KeysValues:
+        """An empty batch cache for a first root step of ``batch`` envs."""
+
+    @abc.abstractmethod
+    def _begin_batch(self, batch: int) -> None:
+        """Start collecting the contexts of a batch of ``batch`` envs."""
+
+    @abc.abstractmethod
+    def _fresh_cache(self, env: int) -> KeysValues:
+        """An empty single-env cache for env ``env``'s miss context."""
+
+    @abc.abstractmethod
+    def _append_context(self, entry: KeysValues, size: int, hit: bool) -> None:
+        """Add the next env's context (a cache entry when ``hit``, else a fresh cache)."""
+
+    @abc.abstractmethod
+    def _assemble_batch(self, sizes: list[int]) -> KeysValues:
+        """The batch cache: the collected contexts left-padded to the longest (``left_pads``)."""
+
+    @abc.abstractmethod
+    def _batch_size(self) -> int:
+        """Valid (padded) size of the batch cache the last forward wrote."""
+
+    @abc.abstractmethod
+    def _store_keys(self, latents: torch.Tensor) -> list[int]:
+        """The cache key of each row of ``latents: [B, D]``."""
+
+    @abc.abstractmethod
+    def _store_context(self, env: int, key: int, plan: StorePlan, is_root: bool) -> None:
+        """Store env ``env``'s context (as ``plan`` says) in the root or recurrent cache."""
+
+    @abc.abstractmethod
+    def _take_store_outcomes(self) -> list[tuple[int, int | None]]:
+        """``(slot, deleted key)`` of each store since the last call, in order."""
+
+    @abc.abstractmethod
+    def _forget_recurrent(self) -> None:
+        """Forget every recurrent key (after each root call)."""
+
+    @abc.abstractmethod
+    def _forget_all(self, reason: str) -> None:
+        """Forget every root and recurrent key."""
+
+    @abc.abstractmethod
+    def _forget_root(self, env_id: int) -> None:
+        """Forget env ``env_id``'s root keys."""
+
+    def _after_call(self) -> None:
+        """Runs after every imagine call (periodic bookkeeping); nothing by default."""
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Replace the network's parameters and buffers (a training update between rounds).
