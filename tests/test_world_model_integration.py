@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.calls import ClearCall, ReanalyzeCall, RecurrentCall, RootCall, WeightsCall, invoke
+from harness.calls import invoke
+from harness.engines import clone_call
+from harness.proxy import WorldModelProxy
 from harness.scenario import build_world_model_config, load_scenario, run_scenario
 from legacy.world_model import LegacyWorldModel
 from refactored.kv_cache_manager import KVCacheManager
@@ -19,27 +21,22 @@ from refactored.world_model import RefactoredWorldModel
 from unizero.backends import build_world_model
 from refactored.cache_events import EntryStored
 from unizero.events import Store
-from unizero.world_model import InferenceOutput
 
 from conftest import make_config, make_obs
 
 
-class Lockstep:
+class Lockstep(WorldModelProxy):
     """Drives two world models with the same calls and asserts identical results per call."""
 
     def __init__(self, legacy: LegacyWorldModel, refactored: RefactoredWorldModel) -> None:
+        super().__init__(self._both, legacy)
         self.legacy, self.refactored = legacy, refactored
-        self.config, self.net = legacy.config, legacy.net
         self.num_calls = 0
         for model in (legacy, refactored):
             model.record_events(True)
 
-    @property
-    def device(self) -> torch.device:
-        return self.legacy.device
-
     def _both(self, call):
-        outs = [invoke(model, call) for model in (self.legacy, self.refactored)]
+        outs = [invoke(model, clone_call(call)) for model in (self.legacy, self.refactored)]
         events = [model.take_events() for model in (self.legacy, self.refactored)]
         assert outs[0].keys() == outs[1].keys()
         for name in outs[0]:
@@ -47,36 +44,6 @@ class Lockstep:
         assert events[0] == events[1], f"call {self.num_calls} ({call.kind}): events differ"
         self.num_calls += 1
         return outs[0]
-
-    def initial_inference(self, last_obs, last_actions, current_obs, start_pos=None):
-        call = RootCall(np.asarray(last_obs, np.float32), np.asarray(last_actions, np.int64),
-                        np.asarray(current_obs, np.float32),
-                        np.zeros(len(current_obs), np.int64) if start_pos is None else np.asarray(start_pos))
-        return InferenceOutput(**self._both(call))
-
-    def recurrent_inference(self, latent_state, actions, simulation_index=0, search_depth=None,
-                            start_pos=None):
-        rows = latent_state.shape[0]
-        call = RecurrentCall(latent_state, np.asarray(actions, np.int64),
-                             np.zeros(rows, np.int64) if search_depth is None else np.asarray(search_depth),
-                             np.zeros(rows, np.int64) if start_pos is None else np.asarray(start_pos),
-                             simulation_index)
-        return InferenceOutput(**self._both(call))
-
-    def clear_caches(self, reason="clear_caches"):
-        self._both(ClearCall(op="all", reason=reason))
-
-    def clear_root_cache(self, env_id, reason="episode_end"):
-        self._both(ClearCall(op="root_env", reason=reason, env=env_id))
-
-    def recompute_pos_emb_diff_and_clear_cache(self):
-        self._both(ClearCall(op="epoch", reason="epoch"))
-
-    def load_weights(self, state_dict):
-        self._both(WeightsCall(state={k: v.detach().cpu().numpy() for k, v in state_dict.items()}))
-
-    def set_reanalyze_phase(self, on):
-        self._both(ReanalyzeCall(on=on))
 
 
 @pytest.mark.parametrize("name", ["cartpole_small", "acrobot_multi", "cartpole_pool_pressure",
