@@ -41,3 +41,4 @@ mutate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+include lightzero.mk
