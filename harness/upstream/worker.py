@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,9 @@ def _reply(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> by
 
 def serve(channel: Any) -> None:
     """Answer records on ``channel`` until it closes. The first record (``init``) builds the model."""
-    logging.disable(logging.INFO)
-    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)  # upstream logs per lookup; its import-time notices are noise
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)  # the same thread count in every worker: comparable, reproducible
     kind, meta, _ = decode_record(channel.receive())
     assert kind == "init", f"the first worker message must be 'init', got {kind!r}"
     try:
