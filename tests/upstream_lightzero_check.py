@@ -40,6 +40,8 @@ class SideBySide:
     first_divergence: int | None
     first_kind: str | None
     aliasing_at_first: tuple[str, ...]
+    envs_at_first: tuple[int, ...]
+    padded_at_first: tuple[int, ...]
     diverged_envs: tuple[int, ...]
     num_calls: int
     hits: tuple[int, int]
@@ -53,13 +55,32 @@ def load_calls(path: Path) -> tuple[WorldModelConfig, list[RecordedCall]]:
     return config, calls
 
 
-def side_by_side(trace: Path, control: str, candidate: str) -> SideBySide:
-    """Closed-loop replay of ``trace`` through two engines; bit-exact outputs and equal events."""
+def differing_envs(control: dict, candidate: dict, tol: float) -> set[int]:
+    envs = set()
+    for name, value in control.items():
+        a, b = value.reshape(value.shape[0], -1), candidate[name].reshape(value.shape[0], -1)
+        close = np.abs(a - b) <= tol + tol * np.abs(a) if tol else a == b
+        envs |= set(np.nonzero(~np.all(close, axis=1))[0].tolist())
+    return envs
+
+
+def padded_envs(events: tuple) -> set[int]:
+    """Envs whose context is shorter than the call's longest: upstream left-pads them."""
+    sizes = {e.env: e.size for e in events if isinstance(e, Lookup)}
+    return {env for env, size in sizes.items() if size < max(sizes.values(), default=0)}
+
+
+def side_by_side(trace: Path, control: str, candidate: str, tol: float = 0.0,
+                 judge_events: bool = True) -> SideBySide:
+    """Closed-loop replay of ``trace`` through two engines; outputs equal within ``tol``
+    (0: bit for bit), events equal (unless not ``judge_events``), no aliasing finding."""
     start = time.perf_counter()
     config, calls = load_calls(trace)
     sources = latent_sources(calls)
     first = kind = None
     aliasing: tuple[str, ...] = ()
+    at_first: tuple[int, ...] = ()
+    padded: tuple[int, ...] = ()
     envs: set[int] = set()
     hits = [0, 0]
     with UpstreamEngine(control, config) as a, UpstreamEngine(candidate, config) as b:
@@ -72,14 +93,14 @@ def side_by_side(trace: Path, control: str, candidate: str) -> SideBySide:
                 feeder.observe(recorded.index, observation.outputs)
                 hits[side] += sum(1 for e in observation.events if isinstance(e, Lookup) and e.hit)
                 obs.append(observation)
-            differing = {env for name, value in obs[0].outputs.items()
-                         for env in np.nonzero(np.any(value.reshape(value.shape[0], -1)
-                                                      != obs[1].outputs[name].reshape(value.shape[0], -1),
-                                                      axis=1))[0].tolist()}
-            if (differing or obs[0].events != obs[1].events or obs[1].aliasing) and first is None:
+            differing = differing_envs(obs[0].outputs, obs[1].outputs, tol)
+            events_differ = judge_events and obs[0].events != obs[1].events
+            if (differing or events_differ or obs[1].aliasing) and first is None:
                 first, kind, aliasing = recorded.index, recorded.kind, obs[1].aliasing
+                at_first = tuple(sorted(differing))
+                padded = tuple(sorted(padded_envs(obs[0].events)))
             envs |= differing
-    return SideBySide(first, kind, aliasing, tuple(sorted(envs)), len(calls), tuple(hits),
+    return SideBySide(first, kind, aliasing, at_first, padded, tuple(sorted(envs)), len(calls), tuple(hits),
                       time.perf_counter() - start)
 
 
@@ -110,9 +131,14 @@ def test_head_old_path_and_manager_agree(legacy_trace: Path) -> None:
 
 
 def test_head_against_legacy_reports_the_padded_envs_without_crashing(legacy_trace: Path) -> None:
-    result = side_by_side(legacy_trace, spec("lightzero", "legacy"), spec("lightzero-manager", "head"))
+    # Legacy weights reach head's 4x-wide heads through a widening exact up to rounding, so
+    # outputs are judged within a tolerance and cache keys (exact hashes of those latents) differ
+    # from the first recurrent call on; closed loop still finds every key (equal hit counts).
+    result = side_by_side(legacy_trace, spec("lightzero", "legacy"), spec("lightzero-manager", "head"),
+                          tol=1e-5, judge_events=False)
+    assert result.hits[0] == result.hits[1]
     assert result.first_divergence is not None and result.first_kind == "recurrent"
-    assert result.diverged_envs
+    assert result.envs_at_first and set(result.envs_at_first) <= set(result.padded_at_first)
 
 
 def test_worker_round_trip_costs_under_five_milliseconds() -> None:
