@@ -22,4 +22,6 @@ lightzero: $(LZ_STAMP)
 # line says so and it fails (make stops on the failed build with pip's message above it).
 lightzero-check: $(STAMP)
 	@$(MAKE) --no-print-directory lightzero || { echo "lightzero-check: FAILED: cannot build $(LZ_VENV) (see pip's output above)" >&2; exit 1; }
+	KVMIGRATE_LIGHTZERO_PYTHON=$(abspath $(LZ_PY)) LIGHTZERO_TREES=$(abspath $(LIGHTZERO_TREES)) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/upstream_lightzero_check.py
 	$(PY) -m harness.upstream.check --trees $(LIGHTZERO_TREES) --lightzero-python $(LZ_PY)
