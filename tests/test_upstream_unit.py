@@ -13,7 +13,8 @@ from torch import nn
 
 from harness.calls import RecordedCall, RecurrentCall, RootCall
 from harness.upstream.check import environment_problem
-from harness.upstream.closed_loop import ClosedLoopFeeder, last_bits_only, latent_sources
+from harness.upstream.closed_loop import (ClosedLoopFeeder, LatentProvenance, key_drift_envs,
+                                          last_bits_only, latent_sources)
 from harness.upstream.config import UpstreamConfigError, upstream_model_spec
 from harness.upstream.engine import (UpstreamEngine, UpstreamSpecError, is_upstream_spec,
                                      parse_upstream_spec)
@@ -187,10 +188,11 @@ def test_closed_loop_feeds_each_row_from_the_engines_own_producing_output() -> N
     step = recurrent(2, root_out[::-1].copy(), root_out + 1)
     sources = latent_sources([root, step])
     assert (sources[(2, 0)].source_call, sources[(2, 0)].source_env) == (1, 1)
-    feeder = ClosedLoopFeeder(sources)
+    feeder = ClosedLoopFeeder()
     own = root_out + np.float32(0.5)
+    feeder.feed(root, ())
     feeder.observe(1, {"latent": own})
-    fed = feeder.feed(step)
+    fed = feeder.feed(step, [sources[(2, 0)], sources[(2, 1)]])
     np.testing.assert_array_equal(fed.call.latent_state, own[::-1])
     np.testing.assert_array_equal(step.call.latent_state, root_out[::-1])  # the record is untouched
 
@@ -201,3 +203,27 @@ def test_last_bits_only_separates_ulp_drift_from_real_change() -> None:
     drift[1] = np.nextafter(drift[1], np.float32(0))
     assert last_bits_only(a, drift)
     assert not last_bits_only(a, a) and not last_bits_only(a, a + 1)
+
+
+def test_provenance_restarts_at_each_root_call() -> None:
+    out = np.ones((2, 4), np.float32)
+    first = RecordedCall(1, RootCall(np.zeros((2, 4), np.float32), np.full(2, -1), np.zeros((2, 4), np.float32),
+                                     np.zeros(2, np.int64)), {"latent": out}, ())
+    second = RecordedCall(2, first.call, {"latent": out * 2}, ())
+    provenance = LatentProvenance()
+    provenance.trace(first)
+    provenance.trace(second)
+    assert provenance.trace(recurrent(3, out.copy(), out * 3)) == ()
+    assert [s.source_call for s in provenance.trace(recurrent(4, out * 2, out))] == [2, 2]
+
+
+def test_key_drift_is_flagged_only_for_last_bit_latent_differences() -> None:
+    control = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)
+    candidate = control.copy()
+    candidate[0, 1] = np.nextafter(candidate[0, 1], np.float32(9))
+    candidate[1, 0] = 7.0
+    a = [Lookup(0, 1, "recurrent", True, "recurrent", 3), Lookup(1, 2, "recurrent", True, "root", 3),
+         Lookup(2, 3, "recurrent", True, "root", 3)]
+    b = [Lookup(0, 9, "recurrent", False, None, 1), Lookup(1, 8, "recurrent", False, None, 1),
+         Lookup(2, 3, "recurrent", True, "root", 3)]
+    assert key_drift_envs(a, b, control, candidate) == (0,)

@@ -20,7 +20,7 @@ from harness.calls import RecordedCall, call_from_record
 from harness.scenario import load_scenario
 from harness.trace import open_trace
 from harness.upstream.capture import capture_upstream
-from harness.upstream.closed_loop import ClosedLoopFeeder, latent_sources
+from harness.upstream.closed_loop import ClosedLoopFeeder, LatentProvenance
 from harness.upstream.engine import UpstreamEngine, UpstreamSpecError
 from harness.upstream.config import UpstreamConfigError
 from unizero.config import WorldModelConfig
@@ -71,12 +71,12 @@ def padded_envs(events: tuple) -> set[int]:
 
 
 def side_by_side(trace: Path, control: str, candidate: str, tol: float = 0.0,
-                 judge_events: bool = True) -> SideBySide:
+                 judge_events: bool = True, loop: str = "closed") -> SideBySide:
     """Closed-loop replay of ``trace`` through two engines; outputs equal within ``tol``
     (0: bit for bit), events equal (unless not ``judge_events``), no aliasing finding."""
     start = time.perf_counter()
     config, calls = load_calls(trace)
-    sources = latent_sources(calls)
+    provenance = LatentProvenance()
     first = kind = None
     aliasing: tuple[str, ...] = ()
     at_first: tuple[int, ...] = ()
@@ -84,11 +84,11 @@ def side_by_side(trace: Path, control: str, candidate: str, tol: float = 0.0,
     envs: set[int] = set()
     hits = [0, 0]
     with UpstreamEngine(control, config) as a, UpstreamEngine(candidate, config) as b:
-        feeders = (ClosedLoopFeeder(sources), ClosedLoopFeeder(sources))
+        feeders = (ClosedLoopFeeder(), ClosedLoopFeeder())
         for recorded in calls:
-            obs = []
+            obs, sources = [], provenance.trace(recorded) if loop == "closed" else ()
             for side, (engine, feeder) in enumerate(zip((a, b), feeders)):
-                observation = engine.apply(feeder.feed(recorded))
+                observation = engine.apply(feeder.feed(recorded, sources))
                 assert observation.error is None, observation.error
                 feeder.observe(recorded.index, observation.outputs)
                 hits[side] += sum(1 for e in observation.events if isinstance(e, Lookup) and e.hit)
@@ -139,6 +139,14 @@ def test_head_against_legacy_reports_the_padded_envs_without_crashing(legacy_tra
     assert result.hits[0] == result.hits[1]
     assert result.first_divergence is not None and result.first_kind == "recurrent"
     assert result.envs_at_first and set(result.envs_at_first) <= set(result.padded_at_first)
+
+
+def test_open_loop_loses_cache_keys_that_closed_loop_keeps(legacy_trace: Path) -> None:
+    control, candidate = spec("lightzero", "legacy"), spec("lightzero-manager", "head")
+    open_loop = side_by_side(legacy_trace, control, candidate, tol=1e-5, judge_events=False, loop="open")
+    closed = side_by_side(legacy_trace, control, candidate, tol=1e-5, judge_events=False)
+    assert closed.hits[1] == closed.hits[0]
+    assert open_loop.hits[1] < open_loop.hits[0]
 
 
 def test_worker_round_trip_costs_under_five_milliseconds() -> None:
