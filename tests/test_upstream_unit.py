@@ -13,6 +13,7 @@ from torch import nn
 
 from harness.calls import RecordedCall, RecurrentCall, RootCall
 from harness.upstream.check import environment_problem
+from harness.upstream.check import main as check_main
 from harness.upstream.closed_loop import (ClosedLoopFeeder, LatentProvenance, key_drift_envs,
                                           last_bits_only, latent_sources)
 from harness.upstream.config import UpstreamConfigError, upstream_model_spec
@@ -61,6 +62,23 @@ def test_missing_interpreter_is_refused_before_any_worker_starts(tmp_path: Path)
 def test_check_says_in_one_line_why_the_environment_is_unusable(tmp_path: Path) -> None:
     problem = environment_problem(str(tmp_path / "python"), tmp_path)
     assert problem is not None and "make lightzero" in problem and "\n" not in problem
+
+
+def test_a_worker_interpreter_that_cannot_run_the_worker_is_one_line(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "checkout")
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nexit 3\n")
+    python.chmod(0o755)
+    with pytest.raises(UpstreamSpecError, match="the worker did not start") as info:
+        UpstreamEngine(f"lightzero:{tree}", LZ_CONFIG, python=str(python))
+    assert "\n" not in str(info.value)
+
+
+def test_check_fails_in_one_line_without_the_environment(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_main(["--trees", str(tmp_path), "--lightzero-python", str(tmp_path / "python")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lightzero-check: FAILED")
 
 
 # ---------------------------------------------------------------------- config

@@ -127,10 +127,17 @@ class UpstreamEngine:
                                         f"run `make lightzero` (or set KVMIGRATE_LIGHTZERO_PYTHON)")
             gateway = f"popen//python={python}//chdir={REPO_ROOT}"
         self._execnet = execnet
-        self._gateway = execnet.makegateway(gateway)
-        self._channel = self._gateway.remote_exec(_BOOTSTRAP)
-        self._channel.send([str(self.spec.tree), str(REPO_ROOT)])
-        kind, meta, _ = self._exchange("init", {"spec": self.model_spec.to_dict()}, {})
+        try:
+            self._gateway = execnet.makegateway(gateway)
+            self._channel = self._gateway.remote_exec(_BOOTSTRAP)
+            self._channel.send([str(self.spec.tree), str(REPO_ROOT)])
+            kind, meta, _ = self._exchange("init", {"spec": self.model_spec.to_dict()}, {})
+        except (OSError, EOFError, PayloadError, execnet.RemoteError, execnet.HostNotFound,
+                execnet.DataFormatError) as exc:
+            self.close()
+            last = (str(exc).strip().splitlines() or [""])[-1]
+            raise UpstreamSpecError(f"engine {self.name!r}: the worker did not start "
+                                    f"({type(exc).__name__}: {last})") from None
         if kind != "ready":
             self.close()
             raise UpstreamSpecError(f"engine {self.name!r}: the worker could not build the model: "
@@ -149,7 +156,7 @@ class UpstreamEngine:
         try:
             _, reply, outputs = self._exchange(kind, meta, arrays)
         except (OSError, EOFError, PayloadError, self._execnet.RemoteError,
-                self._execnet.gateway_base.ChannelError) as exc:
+                self._execnet.DataFormatError) as exc:
             last = (str(exc).strip().splitlines() or [""])[-1]
             return Observation({}, (), time.perf_counter() - start,
                                error=f"worker {self.name!r} failed: {type(exc).__name__}: {last}")
