@@ -28,7 +28,7 @@ from unizero.events import Lookup
 
 REPO = Path(__file__).resolve().parents[1]
 TREES = Path(os.environ.get("LIGHTZERO_TREES", REPO.parent / "shared" / "lightzero")).resolve()
-SCENARIO = REPO / "scenarios" / "lightzero_small.toml"
+SCENARIO = REPO / "scenarios" / "lightzero" / "lightzero_small.toml"
 
 
 def spec(kind: str, tree: str) -> str:

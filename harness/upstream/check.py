@@ -1,6 +1,7 @@
 """``make lightzero-check``: kvmigrate on upstream LightZero's real history, through its CLI.
 
-Captures ``scenarios/lightzero_small.toml`` from the ``legacy`` tree, then replays it closed loop:
+Captures ``scenarios/lightzero/lightzero_small.toml`` from the ``legacy`` tree, then replays it
+closed loop:
 
 * legacy against ``lightzero-manager:…/buggy`` -> exit 1, first divergence on the first
   recurrent call, explained by the aliasing probe;
@@ -29,7 +30,7 @@ from harness.upstream.engine import REPO_ROOT
 
 __all__ = ["Expectation", "main", "environment_problem"]
 
-SCENARIO = REPO_ROOT / "scenarios" / "lightzero_small.toml"
+SCENARIO = REPO_ROOT / "scenarios" / "lightzero" / "lightzero_small.toml"
 _IMPORT = "import lzero.model.unizero_world_models.world_model"
 
 
