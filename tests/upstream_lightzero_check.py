@@ -155,6 +155,17 @@ def test_worker_round_trip_costs_under_five_milliseconds() -> None:
         assert engine.round_trip_s(100) < 0.005
 
 
+def test_a_worker_that_dies_mid_replay_is_an_engine_error_not_a_crash(legacy_trace: Path) -> None:
+    config, calls = load_calls(legacy_trace)
+    engine = UpstreamEngine(spec("lightzero", "legacy"), config)
+    assert engine.apply(calls[0]).error is None
+    engine._gateway.exit()  # the process goes away under the harness
+    observation = engine.apply(calls[1])
+    assert observation.error is not None and observation.error.startswith("worker ")
+    assert "\n" not in observation.error and observation.outputs == {}
+    engine.close()
+
+
 def test_manager_spec_on_a_tree_without_a_manager_is_refused_in_one_line() -> None:
     with pytest.raises(UpstreamSpecError, match="has no KVCacheManager") as info:
         UpstreamEngine(spec("lightzero-manager", "legacy"), load_scenario(SCENARIO).model)
