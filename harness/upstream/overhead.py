@@ -29,6 +29,8 @@ __all__ = ["Overhead", "measure_overhead", "main"]
 
 @dataclass(frozen=True, slots=True)
 class Overhead:
+    """Seconds per call: boundary costs, the worker's own time, and the whole replay's wall time."""
+
     round_trip_s: float
     in_process_s: float
     per_call_overhead_s: float

@@ -77,6 +77,8 @@ class UpstreamModel:
 
     def apply(self, kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]
               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Apply one decoded call record; return the reply's metadata (events, aliasing findings)
+        and its ``out/`` arrays."""
         call = call_from_record(0, kind, meta, arrays, where="worker").call
         self.observer.install()
         self.observer.take()
@@ -130,6 +132,7 @@ class UpstreamModel:
         return Clear(scope="all", reason="epoch")
 
     def state(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer, as ``w/<name>`` arrays (a weights record's layout)."""
         return {f"w/{k}": v.detach().cpu().numpy().copy() for k, v in self.world_model.state_dict().items()}
 
 
