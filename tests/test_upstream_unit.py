@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from harness.calls import RecordedCall, RecurrentCall, RootCall
+from harness.scenario import load_scenario
+from harness.upstream.capture import check_capturable
 from harness.upstream.check import environment_problem
 from harness.upstream.check import main as check_main
 from harness.upstream.closed_loop import (ClosedLoopFeeder, LatentProvenance, key_drift_envs,
@@ -245,3 +247,10 @@ def test_key_drift_is_flagged_only_for_last_bit_latent_differences() -> None:
     b = [Lookup(0, 9, "recurrent", False, None, 1), Lookup(1, 8, "recurrent", False, None, 1),
          Lookup(2, 3, "recurrent", True, "root", 3)]
     assert key_drift_envs(a, b, control, candidate) == (0,)
+
+
+def test_capture_refuses_scenario_tables_upstream_has_no_counterpart_for() -> None:
+    with pytest.raises(UpstreamSpecError, match=r"\[weights\]") as info:
+        check_capturable(load_scenario("scenarios/cartpole_pool_pressure.toml"))
+    assert "\n" not in str(info.value)
+    check_capturable(load_scenario("scenarios/lightzero/lightzero_small.toml"))
