@@ -44,3 +44,4 @@ mutate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+include lightzero.mk
