@@ -23,9 +23,13 @@ from harness.observation import Observation
 from harness.results import CallComparison, EngineTiming, PoolStats, TraceResult
 from unizero.events import Clear, Lookup, Store, Trim
 
-__all__ = ["TraceAccumulator", "Judge", "LATENT_DRIFT", "COVERAGE_PATHS", "coverage_of", "lookup_counts"]
+__all__ = ["TraceAccumulator", "Judge", "LATENT_DRIFT", "STORAGE_ALIASING", "COVERAGE_PATHS", "coverage_of", "lookup_counts"]
 
 Judge = Callable[[CallComparison], CallComparison]
+
+STORAGE_ALIASING = "storage-aliasing"
+"""Cause of a divergence on a call where an engine's storage probe found a live cache entry
+sharing tensor storage with another entry or a scratch buffer (upstream's shipped bug)."""
 
 LATENT_DRIFT = "latent-drift"
 """Cause of a closed-loop decision divergence on a call whose engines were fed latents that
@@ -155,15 +159,18 @@ class TraceAccumulator:
                                        same_error_agrees=not self.recorded)
         self.num_tensors += verdict.num_tensors
         self._max_errors.append(verdict.max_abs_err)
-        if not verdict.diverged:
+        findings = control.findings + candidate.findings
+        if not verdict.diverged and not findings:
             return None
         decision_only = not verdict.tensor_divergences and verdict.engine_error is None
-        cause = LATENT_DRIFT if drifted and decision_only else None
+        cause = (STORAGE_ALIASING if findings else LATENT_DRIFT if drifted and decision_only
+                 else None)
         found = CallComparison(trace=self.label, call_index=recorded.index,
                                call_kind=recorded.kind, env_ids=recorded.env_ids,
                                tensor_divergences=verdict.tensor_divergences,
                                event_divergence=verdict.event_divergence,
-                               engine_error=verdict.engine_error, cause=cause)
+                               engine_error=verdict.engine_error, cause=cause,
+                               findings=findings)
         if self.judge is not None:
             found = self.judge(found)
         if found.waived:

@@ -81,11 +81,18 @@ class ClosedLoop:
         return dataclasses.replace(recorded, call=dataclasses.replace(call, latent_state=fed))
 
     @staticmethod
-    def drifted(control: RecordedCall, candidate: RecordedCall) -> bool:
-        """Were the two engines fed latents that differ in some bit (their own outputs)?"""
+    def drifted(control: RecordedCall, candidate: RecordedCall, rtol: float, atol: float) -> bool:
+        """Were the two engines fed latents (each its own earlier output) that differ in their
+        bits but agree within the latent's tolerance? Then their cache keys differ for that
+        reason alone: the earlier outputs were judged equal."""
         a, b = control.call, candidate.call
-        return (isinstance(a, RecurrentCall) and isinstance(b, RecurrentCall)
-                and a.latent_state.tobytes() != b.latent_state.tobytes())
+        if not (isinstance(a, RecurrentCall) and isinstance(b, RecurrentCall)) \
+                or a.latent_state.shape != b.latent_state.shape \
+                or a.latent_state.tobytes() == b.latent_state.tobytes():
+            return False
+        expected = a.latent_state.astype(np.float64)
+        error = np.abs(b.latent_state.astype(np.float64) - expected)
+        return bool(np.all(error <= atol + rtol * np.abs(expected)))
 
     def observe(self, engine: str, recorded: RecordedCall, observation: Observation) -> None:
         """Keep the engine's own latents of this search window."""

@@ -31,9 +31,14 @@ class Observation:
         events: the cache events the call emitted, in order.
         elapsed_s: wall time of the call.
         error: ``Type: message`` of the exception the call raised, None when it returned.
+        findings: what a probe of the engine's own state found wrong at this call, one line
+            each (e.g. the storage-aliasing probe: a live cache entry sharing tensor storage
+            with another entry or a scratch buffer). Hit and miss counts cannot show such a
+            defect; a finding makes the call diverge with its explanation.
     """
 
     outputs: Mapping[str, np.ndarray]
     events: tuple[CacheEvent, ...]
     elapsed_s: float
     error: str | None = None
+    findings: tuple[str, ...] = ()

@@ -24,7 +24,7 @@ from harness.lineage import ClosedLoop
 from harness.fileio import file_digest
 from harness.recorder import TRACE_SCHEMA
 from harness.results import TraceResult
-from harness.trace import TraceError, open_trace
+from harness.trace import TraceError, TraceReader, open_trace
 from unizero.config import WorldModelConfig
 
 __all__ = ["ReplayOptions", "replay_trace", "candidate_name", "LOOPS", "Loop"]
@@ -63,12 +63,16 @@ def candidate_name(options: ReplayOptions) -> str:
 
 def _build_engines(config: WorldModelConfig, options: ReplayOptions) -> tuple[Engine, Engine]:
     control = build_engine(options.control, config, device=options.device)
-    if options.self_check:
-        candidate = build_engine(options.control, config, device=options.device)
-        candidate.name = candidate_name(options)
-    else:
-        candidate = build_engine(options.candidate, config, device=options.device,
-                                 manager=options.manager)
+    try:
+        if options.self_check:
+            candidate = build_engine(options.control, config, device=options.device)
+            candidate.name = candidate_name(options)
+        else:
+            candidate = build_engine(options.candidate, config, device=options.device,
+                                     manager=options.manager)
+    except BaseException:
+        control.close()
+        raise
     check_isolation(control, candidate)
     return control, candidate
 
@@ -87,28 +91,41 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
             raise TraceError(path, f"header.schema: expected {TRACE_SCHEMA!r}, got {found!r}")
         config = config_from_header(header, path, options.limits)
         control, candidate = _build_engines(config, options)
-        accumulator = TraceAccumulator(path, control.name, candidate.name, options.policy,
-                                       judge=judge, max_kept=options.max_kept)
-        loop = ClosedLoop() if options.loop == "closed" else None
-        engines = {"control": control, "candidate": candidate}
-        for record in reader:
-            recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
-                                        where=path)
-            order = ("control", "candidate") if record.index % 2 == 0 else ("candidate", "control")
-            observed, fed = {}, {}
-            for role in order:
-                fed[role] = recorded if loop is None else loop.feed(role, recorded)
-                observed[role] = engines[role].apply(fed[role])
-                if loop is not None:
-                    loop.observe(role, recorded, observed[role])
+        try:
+            return _replay(path, reader, control, candidate, options, judge, progress)
+        finally:
+            control.close()
+            candidate.close()
+
+
+def _replay(path: str, reader: TraceReader, control: Engine, candidate: Engine,
+            options: ReplayOptions, judge: Judge | None,
+            progress: Callable[[int, int], None] | None) -> TraceResult:
+    """The replay loop over an open trace, with both engines built."""
+    accumulator = TraceAccumulator(path, control.name, candidate.name, options.policy,
+                                   judge=judge, max_kept=options.max_kept)
+    loop = ClosedLoop() if options.loop == "closed" else None
+    latent_tol = options.policy.tolerance_for("latent", "float32")
+    engines = {"control": control, "candidate": candidate}
+    for record in reader:
+        recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
+                                    where=path)
+        order = ("control", "candidate") if record.index % 2 == 0 else ("candidate", "control")
+        observed, fed = {}, {}
+        for role in order:
+            fed[role] = recorded if loop is None else loop.feed(role, recorded)
+            observed[role] = engines[role].apply(fed[role])
             if loop is not None:
-                loop.record(recorded)
-            accumulator.observe(recorded, observed["control"], observed["candidate"],
-                                drifted=ClosedLoop.drifted(fed["control"], fed["candidate"]))
-            if progress:
-                progress(accumulator.num_calls, reader.num_records)
-        if reader.truncated:
-            accumulator.note(reader.tail_note)
-        truncated = reader.truncated
+                loop.observe(role, recorded, observed[role])
+        if loop is not None:
+            loop.record(recorded)
+        accumulator.observe(recorded, observed["control"], observed["candidate"],
+                            drifted=ClosedLoop.drifted(fed["control"], fed["candidate"],
+                                                       latent_tol.rtol, latent_tol.atol))
+        if progress:
+            progress(accumulator.num_calls, reader.num_records)
+    if reader.truncated:
+        accumulator.note(reader.tail_note)
+    truncated = reader.truncated
     return accumulator.result(trace_path=path, trace_digest=file_digest(path),
                               self_check=options.self_check, truncated=truncated)

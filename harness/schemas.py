@@ -49,7 +49,7 @@ class WaiverEntry(_Schema, rename={"divergence_class": "class"}):
     expires: dt.date
     trace: Glob = "*"
     call_kind: Name | None = None
-    divergence_class: Literal["tensor", "decision", "both", "error", "any"] = "any"
+    divergence_class: Literal["tensor", "decision", "both", "error", "probe", "any"] = "any"
     tensor: Glob = "*"
     calls: tuple[Count, Count] = (0, _MAX_COUNT)
     cap: NonNegative | Literal["decision"] = "decision"

@@ -16,8 +16,8 @@ from harness.scenario import load_scenario
 from harness.upstream.capture import check_capturable
 from harness.upstream.check import environment_problem
 from harness.upstream.check import main as check_main
-from harness.upstream.closed_loop import (ClosedLoopFeeder, LatentProvenance, key_drift_envs,
-                                          last_bits_only, latent_sources)
+from harness.lineage import ClosedLoop, LatentLineage
+from harness.observation import Observation
 from harness.upstream.config import UpstreamConfigError, upstream_model_spec
 from harness.upstream.engine import (UpstreamEngine, UpstreamSpecError, is_upstream_spec,
                                      parse_upstream_spec)
@@ -196,6 +196,12 @@ def test_copied_entries_raise_no_finding() -> None:
 
 
 # ---------------------------------------------------------------------- closed loop
+def root(index: int, out: np.ndarray) -> RecordedCall:
+    call = RootCall(np.zeros((2, 4), np.float32), np.full(2, -1), np.zeros((2, 4), np.float32),
+                    np.zeros(2, np.int64))
+    return RecordedCall(index, call, {"latent": out}, ())
+
+
 def recurrent(index: int, latents: np.ndarray, out: np.ndarray) -> RecordedCall:
     call = RecurrentCall(latents, np.zeros(2, np.int64), np.ones(2, np.int64), np.zeros(2, np.int64), 0)
     return RecordedCall(index, call, {"latent": out}, ())
@@ -203,50 +209,38 @@ def recurrent(index: int, latents: np.ndarray, out: np.ndarray) -> RecordedCall:
 
 def test_closed_loop_feeds_each_row_from_the_engines_own_producing_output() -> None:
     root_out = np.arange(8, dtype=np.float32).reshape(2, 4)
-    root = RecordedCall(1, RootCall(np.zeros((2, 4), np.float32), np.full(2, -1), np.zeros((2, 4), np.float32),
-                                    np.zeros(2, np.int64)), {"latent": root_out}, ())
-    step = recurrent(2, root_out[::-1].copy(), root_out + 1)
-    sources = latent_sources([root, step])
-    assert (sources[(2, 0)].source_call, sources[(2, 0)].source_env) == (1, 1)
-    feeder = ClosedLoopFeeder()
+    first, step = root(1, root_out), recurrent(2, root_out[::-1].copy(), root_out + 1)
+    loop = ClosedLoop()
     own = root_out + np.float32(0.5)
-    feeder.feed(root, ())
-    feeder.observe(1, {"latent": own})
-    fed = feeder.feed(step, [sources[(2, 0)], sources[(2, 1)]])
+    assert loop.feed("candidate", first) is first
+    loop.observe("candidate", first, Observation({"latent": own}, (), 0.0))
+    loop.record(first)
+    fed = loop.feed("candidate", step)
     np.testing.assert_array_equal(fed.call.latent_state, own[::-1])
     np.testing.assert_array_equal(step.call.latent_state, root_out[::-1])  # the record is untouched
+    assert loop.feed("control", step) is step  # an engine with no outputs yet: recorded bytes
 
 
-def test_last_bits_only_separates_ulp_drift_from_real_change() -> None:
-    a = np.array([1.0, -2.0, 3.0], np.float32)
-    drift = a.copy()
-    drift[1] = np.nextafter(drift[1], np.float32(0))
-    assert last_bits_only(a, drift)
-    assert not last_bits_only(a, a) and not last_bits_only(a, a + 1)
-
-
-def test_provenance_restarts_at_each_root_call() -> None:
+def test_lineage_restarts_at_each_root_call() -> None:
     out = np.ones((2, 4), np.float32)
-    first = RecordedCall(1, RootCall(np.zeros((2, 4), np.float32), np.full(2, -1), np.zeros((2, 4), np.float32),
-                                     np.zeros(2, np.int64)), {"latent": out}, ())
-    second = RecordedCall(2, first.call, {"latent": out * 2}, ())
-    provenance = LatentProvenance()
-    provenance.trace(first)
-    provenance.trace(second)
-    assert provenance.trace(recurrent(3, out.copy(), out * 3)) == ()
-    assert [s.source_call for s in provenance.trace(recurrent(4, out * 2, out))] == [2, 2]
+    lineage = LatentLineage()
+    first = root(1, out)
+    lineage.observe(1, first.call, out)
+    lineage.observe(2, first.call, out * 2)
+    assert lineage.sources(out.copy()) == (None, None)
+    assert lineage.sources(out * 2) == ((2, 1), (2, 1))
 
 
-def test_key_drift_is_flagged_only_for_last_bit_latent_differences() -> None:
-    control = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)
-    candidate = control.copy()
-    candidate[0, 1] = np.nextafter(candidate[0, 1], np.float32(9))
-    candidate[1, 0] = 7.0
-    a = [Lookup(0, 1, "recurrent", True, "recurrent", 3), Lookup(1, 2, "recurrent", True, "root", 3),
-         Lookup(2, 3, "recurrent", True, "root", 3)]
-    b = [Lookup(0, 9, "recurrent", False, None, 1), Lookup(1, 8, "recurrent", False, None, 1),
-         Lookup(2, 3, "recurrent", True, "root", 3)]
-    assert key_drift_envs(a, b, control, candidate) == (0,)
+def test_a_call_fed_last_bit_drifted_latents_is_marked_drifted() -> None:
+    control = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    drift = control.copy()
+    drift[0, 1] = np.nextafter(drift[0, 1], np.float32(9))
+    changed = control.copy()
+    changed[1, 0] = 7.0
+    def drifted(a, b):
+        return ClosedLoop.drifted(recurrent(3, a, a), recurrent(3, b, a), 1.3e-6, 1e-5)
+    assert drifted(control, drift)
+    assert not drifted(control, changed) and not drifted(control, control)
 
 
 def test_capture_refuses_scenario_tables_upstream_has_no_counterpart_for() -> None:

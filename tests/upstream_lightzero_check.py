@@ -20,7 +20,7 @@ from harness.calls import RecordedCall, call_from_record
 from harness.scenario import load_scenario
 from harness.trace import open_trace
 from harness.upstream.capture import capture_upstream
-from harness.upstream.closed_loop import ClosedLoopFeeder, LatentProvenance
+from harness.lineage import ClosedLoop
 from harness.upstream.engine import UpstreamEngine, UpstreamSpecError
 from harness.upstream.config import UpstreamConfigError
 from unizero.config import WorldModelConfig
@@ -76,7 +76,6 @@ def side_by_side(trace: Path, control: str, candidate: str, tol: float = 0.0,
     (0: bit for bit), events equal (unless not ``judge_events``), no aliasing finding."""
     start = time.perf_counter()
     config, calls = load_calls(trace)
-    provenance = LatentProvenance()
     first = kind = None
     aliasing: tuple[str, ...] = ()
     at_first: tuple[int, ...] = ()
@@ -84,19 +83,23 @@ def side_by_side(trace: Path, control: str, candidate: str, tol: float = 0.0,
     envs: set[int] = set()
     hits = [0, 0]
     with UpstreamEngine(control, config) as a, UpstreamEngine(candidate, config) as b:
-        feeders = (ClosedLoopFeeder(), ClosedLoopFeeder())
+        closed = ClosedLoop() if loop == "closed" else None
         for recorded in calls:
-            obs, sources = [], provenance.trace(recorded) if loop == "closed" else ()
-            for side, (engine, feeder) in enumerate(zip((a, b), feeders)):
-                observation = engine.apply(feeder.feed(recorded, sources))
+            obs = []
+            for side, engine in enumerate((a, b)):
+                fed = recorded if closed is None else closed.feed(str(side), recorded)
+                observation = engine.apply(fed)
                 assert observation.error is None, observation.error
-                feeder.observe(recorded.index, observation.outputs)
+                if closed is not None:
+                    closed.observe(str(side), recorded, observation)
                 hits[side] += sum(1 for e in observation.events if isinstance(e, Lookup) and e.hit)
                 obs.append(observation)
+            if closed is not None:
+                closed.record(recorded)
             differing = differing_envs(obs[0].outputs, obs[1].outputs, tol)
             events_differ = judge_events and obs[0].events != obs[1].events
-            if (differing or events_differ or obs[1].aliasing) and first is None:
-                first, kind, aliasing = recorded.index, recorded.kind, obs[1].aliasing
+            if (differing or events_differ or obs[1].findings) and first is None:
+                first, kind, aliasing = recorded.index, recorded.kind, obs[1].findings
                 at_first = tuple(sorted(differing))
                 padded = tuple(sorted(padded_envs(obs[0].events)))
             envs |= differing

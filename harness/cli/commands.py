@@ -12,6 +12,7 @@ from rich.table import Table
 from harness import exit_codes
 from harness.cli.console import make_console, make_progress, replay_progress
 from harness.engines import build_engine, check_engine_options
+from harness.upstream.engine import is_upstream_spec
 from harness.errors import UsageError
 from harness.fileio import check_output_path
 from harness.limits import DEFAULT_LIMITS, Limits, apply_limit_options
@@ -43,7 +44,28 @@ def _load_scenario(args: argparse.Namespace) -> Scenario:
     return scenario
 
 
+def _capture_upstream(args: argparse.Namespace, output: Path) -> int:
+    """``capture --engine lightzero:PATH``: upstream's model in its worker, driven by our MCTS."""
+    from harness.upstream.capture import capture_upstream
+    scenario = _load_scenario(args)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    console = make_console()
+    with make_progress(console) as progress:
+        task = progress.add_task(f"capture {scenario.name} ({args.engine})", total=None)
+        summary, num_records = capture_upstream(
+            scenario, args.engine, output, scenario_path=str(args.scenario),
+            inputs=[args.scenario],
+            progress=lambda done, total: progress.update(task, completed=done, total=total))
+    console.print(f"wrote {output}: {num_records} records, {output.stat().st_size} bytes "
+                  f"({summary.num_steps} steps, {summary.num_root_calls} root + "
+                  f"{summary.num_recurrent_calls} recurrent calls)")
+    return exit_codes.OK
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
+    if is_upstream_spec(args.engine):
+        return _capture_upstream(args, check_output_path(args.output, "trace",
+                                                         inputs=[args.scenario]))
     if args.engine not in WORLD_MODEL_BACKENDS and ":" not in args.engine:
         raise UsageError(f"--engine {args.engine!r}: expected one of "
                          f"{', '.join(WORLD_MODEL_BACKENDS)} or 'package.module:Attr'")

@@ -1,6 +1,8 @@
 """Engines and their registry: a spec on the command line names the engine to build.
 
-Specs: ``legacy``, ``refactored``, ``golden`` (the outputs and events recorded in the trace) or
+Specs: ``legacy``, ``refactored``, ``golden`` (the outputs and events recorded in the trace),
+``lightzero:PATH`` / ``lightzero-manager:PATH`` (LightZero's own world model from the source root
+PATH, old cache path / KVCacheManager, in a worker process: :mod:`harness.upstream`) or
 ``package.module:Attr`` naming a world-model class or factory ``(config, device)``. Code is named
 only here, by the user: nothing read from a trace names code. A trace header's
 ``config.cache_manager_class`` is provenance; ``refactored`` is always built with the manager
@@ -16,6 +18,7 @@ import torch
 from harness.engines.local import Engine, GoldenEngine, WorldModelEngine, check_isolation, clone_call
 from harness.errors import UserError
 from harness.observation import Observation
+from harness.upstream.engine import UpstreamEngine, is_upstream_spec
 from unizero.backends import WORLD_MODEL_BACKENDS, BackendError, load_object
 from unizero.config import WorldModelConfig
 
@@ -72,8 +75,8 @@ def _factory(spec: str, manager: str | None) -> Any:
         if not callable(factory):
             raise EngineError(f"engine {spec!r}: {factory!r} is not a world-model class or factory")
         return factory
-    raise EngineError(f"engine {spec!r}: expected one of {', '.join(ENGINE_NAMES)} "
-                      f"or 'package.module:Attr'")
+    raise EngineError(f"engine {spec!r}: expected one of {', '.join(ENGINE_NAMES)}, "
+                      f"'lightzero:PATH', 'lightzero-manager:PATH' or 'package.module:Attr'")
 
 
 def build_engine(spec: str, config: WorldModelConfig, *, device: torch.device | str = "cpu",
@@ -81,7 +84,9 @@ def build_engine(spec: str, config: WorldModelConfig, *, device: torch.device | 
     """Build the engine named by ``spec`` for a trace whose model config is ``config``.
 
     Args:
-        spec: ``legacy``, ``refactored``, ``golden`` or ``package.module:Attr``.
+        spec: ``legacy``, ``refactored``, ``golden``, ``lightzero:PATH`` /
+            ``lightzero-manager:PATH`` (upstream LightZero in a worker process) or
+            ``package.module:Attr``.
         manager: ``package.module:Class`` replacing the KVCacheManager of ``refactored``.
 
     Raises:
@@ -91,6 +96,8 @@ def build_engine(spec: str, config: WorldModelConfig, *, device: torch.device | 
     check_engine_options(spec, manager)
     if spec == "golden":
         return GoldenEngine()
+    if is_upstream_spec(spec):
+        return UpstreamEngine(spec, config)
     try:
         device = torch.device(device)
     except RuntimeError as exc:

@@ -27,6 +27,8 @@ class Engine(Protocol):
 
     def apply(self, recorded: RecordedCall) -> Observation: ...
 
+    def close(self) -> None: ...
+
 
 _INIT_FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -95,6 +97,9 @@ class WorldModelEngine:
     def apply(self, recorded: RecordedCall) -> Observation:
         return self.run(clone_call(recorded.call))[1]
 
+    def close(self) -> None:
+        """Nothing to release: the model lives in this process."""
+
 
 class GoldenEngine:
     """The control that outlives legacy: the outputs and events recorded in the trace."""
@@ -104,6 +109,9 @@ class GoldenEngine:
 
     def apply(self, recorded: RecordedCall) -> Observation:
         return Observation(dict(recorded.outputs), recorded.events, 0.0)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _storages(model: Any) -> dict[int, str]:

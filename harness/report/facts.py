@@ -112,8 +112,11 @@ def worst_tensor(call: CallComparison) -> TensorDivergence | None:
 
 
 def error_text(call: CallComparison) -> str | None:
-    """The engine error as the report states it (which side raised, type and message)."""
-    return None if call.engine_error is None else f"engine error: {call.engine_error}"
+    """The engine error (which side raised, type and message) and the probes' findings, as the
+    report states them; None when there are neither."""
+    parts = [] if call.engine_error is None else [f"engine error: {call.engine_error}"]
+    parts += [f"probe: {finding}" for finding in call.findings]
+    return "; ".join(parts) or None
 
 
 def decision_or_error(call: CallComparison) -> str:

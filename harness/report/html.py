@@ -172,7 +172,7 @@ def _call_detail(view: CallView) -> str:
     if view.call.cause is not None:
         parts.append(f"<p><b>Cause:</b> <code>{_e(view.call.cause)}</code></p>")
     if view.error:
-        parts.append(f"<p><b>Engine error:</b> {_e(view.call.engine_error)}</p>")
+        parts.append(f"<p><b>Engine error or probe finding:</b> {_e(view.error)}</p>")
     if view.tensor_rows:
         rows = [[f"<code>{_e(cells[0])}</code>", *map(_e, cells[1:])]
                 for cells in view.tensor_rows]

@@ -49,7 +49,7 @@ Seconds = Annotated[float, Meta(ge=0.0)]
 Tolerance = Annotated[float, Meta(ge=0.0)]
 Scalar = float | int | bool
 TensorDivergenceKind = Literal["missing", "dtype", "shape", "value"]
-Classification = Literal["error", "tensor", "decision", "both"]
+Classification = Literal["error", "probe", "tensor", "decision", "both"]
 LoopMode = Literal["open", "closed"]
 
 
@@ -213,16 +213,19 @@ class CallComparison(_Record):
     engine_error: LongText | None = None
     cause: Text | None = None
     reference: ReferenceDistance | None = None
+    findings: Annotated[tuple[LongText, ...], Meta(max_length=1024)] = ()
     classification: Classification = field(init=False, default="tensor")
     waived: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         if (not self.tensor_divergences and self.event_divergence is None
-                and self.engine_error is None):
+                and self.engine_error is None and not self.findings):
             raise ValueError(f"CallComparison for {self.trace} call {self.call_index} has no "
                              f"divergence; record only diverging calls")
         if self.engine_error is not None:
             classification = "error"
+        elif not self.tensor_divergences and self.event_divergence is None:
+            classification = "probe"
         elif self.event_divergence is None:
             classification = "tensor"
         else:

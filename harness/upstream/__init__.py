@@ -5,12 +5,11 @@ The seam the harness wires in:
 
 * :func:`harness.upstream.engine.is_upstream_spec` / :class:`~harness.upstream.engine.UpstreamEngine`
   — ``build_engine`` routes ``lightzero:PATH`` and ``lightzero-manager:PATH`` here; the engine has
-  ``name``, ``apply(RecordedCall) -> Observation`` (an ``UpstreamObservation`` carrying the
-  aliasing probe's findings) and ``close()``;
+  ``name``, ``apply(RecordedCall) -> Observation`` (its ``findings`` carry the aliasing
+  probe's) and ``close()``;
 * :func:`harness.upstream.capture.capture_upstream` — ``capture --engine lightzero:PATH``;
   :class:`~harness.upstream.capture.UpstreamWorldModel` — the world-model API for ``live``;
-* :mod:`harness.upstream.closed_loop` — ``--loop closed`` (provenance, per-engine feeder, the
-  last-bits key-drift class).
+* ``compare --loop closed`` is the replay's own (:mod:`harness.lineage`).
 
 See docs/lightzero.md.
 """

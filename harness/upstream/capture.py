@@ -11,19 +11,19 @@ tables (``precompute_pos_emb_diff_kv``) and any tree replays from the same start
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from harness.calls import (Call, ClearCall, ReanalyzeCall, RecordedCall, RecurrentCall, RootCall,
-                           WeightsCall)
+from harness.calls import Call, RecordedCall
+from harness.proxy import WorldModelProxy
 from harness.recorder import TraceRecorder, make_header
 from harness.scenario import RunSummary, Scenario, build_world_model_config, run_scenario
 from harness.trace import TraceWriter
 from harness.upstream.engine import UpstreamEngine, UpstreamSpecError
 from unizero.events import CacheEvent
-from unizero.world_model import InferenceOutput
 
 __all__ = ["UpstreamWorldModel", "UpstreamWorkerError", "upstream_header", "check_capturable",
            "capture_upstream"]
@@ -43,21 +43,17 @@ class _RemoteNet:
         return self._engine.state_dict()
 
 
-class UpstreamWorldModel:
+class UpstreamWorldModel(WorldModelProxy):
     """The world-model API over an upstream worker, for capture and live runs."""
 
     def __init__(self, engine: UpstreamEngine, config: Any) -> None:
+        super().__init__(self._run, SimpleNamespace(config=config, net=_RemoteNet(engine),
+                                                    device=torch.device("cpu")))
         self.engine = engine
-        self.config = config
-        self.net = _RemoteNet(engine)
         self._events: list[CacheEvent] = []
         self._recording = False
         self._index = 0
-        self.aliasing: list[str] = []
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
+        self.findings: list[str] = []
 
     def record_events(self, on: bool = True) -> None:
         self._recording = on
@@ -76,42 +72,8 @@ class UpstreamWorldModel:
                                       f"({call.kind}): {observation.error}")
         if self._recording:
             self._events.extend(observation.events)
-        self.aliasing.extend(getattr(observation, "aliasing", ()))
+        self.findings.extend(observation.findings)
         return {name: torch.from_numpy(np.array(value)) for name, value in observation.outputs.items()}
-
-    def initial_inference(self, last_obs: Any, last_actions: Any, current_obs: Any,
-                          start_pos: Any = None) -> InferenceOutput:
-        rows = np.asarray(current_obs).shape[0]
-        call = RootCall(np.asarray(last_obs, dtype=np.float32), np.asarray(last_actions, dtype=np.int64),
-                        np.asarray(current_obs, dtype=np.float32),
-                        np.asarray(np.zeros(rows) if start_pos is None else start_pos, dtype=np.int64))
-        return InferenceOutput(**self._run(call))
-
-    def recurrent_inference(self, latent_state: np.ndarray, actions: Any, simulation_index: int = 0,
-                            search_depth: Sequence[int] | None = None,
-                            start_pos: Any = None) -> InferenceOutput:
-        rows = latent_state.shape[0]
-        call = RecurrentCall(np.asarray(latent_state, dtype=np.float32), np.asarray(actions, dtype=np.int64),
-                             np.asarray(np.zeros(rows) if search_depth is None else search_depth, dtype=np.int64),
-                             np.asarray(np.zeros(rows) if start_pos is None else start_pos, dtype=np.int64),
-                             int(simulation_index))
-        return InferenceOutput(**self._run(call))
-
-    def clear_caches(self, reason: str = "clear_caches") -> None:
-        self._run(ClearCall(op="all", reason=reason))
-
-    def clear_root_cache(self, env_id: int, reason: str = "episode_end") -> None:
-        self._run(ClearCall(op="root_env", reason=reason, env=int(env_id)))
-
-    def recompute_pos_emb_diff_and_clear_cache(self) -> None:
-        self._run(ClearCall(op="epoch", reason="epoch"))
-
-    def load_weights(self, state_dict: dict[str, Any]) -> None:
-        self._run(WeightsCall(state={k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-                                     for k, v in state_dict.items()}))
-
-    def set_reanalyze_phase(self, on: bool) -> None:
-        self._run(ReanalyzeCall(on=bool(on)))
 
 
 def upstream_header(engine: UpstreamEngine) -> dict[str, Any]:
@@ -137,7 +99,8 @@ def check_capturable(scenario: Scenario) -> None:
 
 
 def capture_upstream(scenario: Scenario, engine_spec: str, output: str | Path, *,
-                     scenario_path: str = "", progress: Any = None) -> tuple[RunSummary, int]:
+                     scenario_path: str = "", progress: Any = None,
+                     inputs: Sequence[str | Path] = ()) -> tuple[RunSummary, int]:
     """Run ``scenario`` on upstream's model named by ``engine_spec`` and write ``output``.
 
     Returns ``(summary, num_records)``. Raises UpstreamSpecError / UpstreamConfigError (bad spec,
@@ -150,7 +113,7 @@ def capture_upstream(scenario: Scenario, engine_spec: str, output: str | Path, *
         header = make_header(model, engine=engine_spec,
                              scenario={**scenario.to_dict(), "path": scenario_path})
         header["upstream"] = upstream_header(engine)
-        with TraceWriter(Path(output), header) as writer:
+        with TraceWriter(Path(output), header, inputs=inputs) as writer:
             recorder = TraceRecorder(model, writer)
             summary = run_scenario(scenario, recorder, progress=progress)
         return summary, recorder.num_records

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"lightzero-check: FAILED: the LightZero environment is not usable: {problem}", file=sys.stderr)
         return 1
-    env = {**os.environ, "KVMIGRATE_LIGHTZERO_PYTHON": str(Path(args.lightzero_python).resolve())}
+    # absolute(), not resolve(): a venv's python is a symlink to the base interpreter.
+    env = {**os.environ, "KVMIGRATE_LIGHTZERO_PYTHON": str(Path(args.lightzero_python).absolute())}
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lightzero-check-"))
     workdir.mkdir(parents=True, exist_ok=True)
     trace = workdir / "legacy.kvtrace"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import UserError
 from unizero.config import WorldModelConfig
 
 __all__ = ["UpstreamConfigError", "UpstreamModelSpec", "upstream_model_spec"]
@@ -18,7 +19,7 @@ __all__ = ["UpstreamConfigError", "UpstreamModelSpec", "upstream_model_spec"]
 _DEFAULT_MANAGER = WorldModelConfig.__dataclass_fields__["cache_manager_class"].default
 
 
-class UpstreamConfigError(ValueError):
+class UpstreamConfigError(UserError):
     """A ``[model]`` field upstream's world model has no counterpart for; the message names it."""
 
 

@@ -9,6 +9,7 @@ trace records (``harness.trace.codec``: JSON plus raw arrays), never pickle.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -17,14 +18,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from harness.calls import RecordedCall, call_to_record
-from harness.engines import Observation
+from harness.calls import RecordedCall, RecurrentCall, call_to_record
+from harness.errors import UserError
+from harness.observation import Observation
 from harness.trace.codec import PayloadError, decode_record, encode_record
 from harness.upstream.config import UpstreamConfigError, upstream_model_spec
 from unizero.config import WorldModelConfig
 from unizero.events import event_from_dict
 
-__all__ = ["UpstreamSpec", "UpstreamSpecError", "UpstreamObservation", "UpstreamEngine",
+__all__ = ["UpstreamSpec", "UpstreamSpecError", "UpstreamEngine",
            "parse_upstream_spec", "is_upstream_spec", "default_lightzero_python", "REPO_ROOT",
            "SPEC_PREFIXES", "UpstreamConfigError"]
 
@@ -38,7 +40,7 @@ serve(channel)
 """
 
 
-class UpstreamSpecError(ValueError):
+class UpstreamSpecError(UserError):
     """An upstream engine that cannot be started; the one-line message names the spec."""
 
 
@@ -84,15 +86,6 @@ def default_lightzero_python() -> str:
     """``$KVMIGRATE_LIGHTZERO_PYTHON``, else ``.venv-lightzero/bin/python`` in the repository."""
     return os.environ.get("KVMIGRATE_LIGHTZERO_PYTHON",
                           str(REPO_ROOT / ".venv-lightzero" / "bin" / "python"))
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamObservation(Observation):
-    """An observation plus the aliasing probe's findings: one line per lookup of this call that
-    returned an entry sharing tensor storage with another live entry or a scratch buffer.
-    Hit and miss counts cannot show that bug; outputs and these findings do."""
-
-    aliasing: tuple[str, ...] = ()
 
 
 class UpstreamEngine:
@@ -151,7 +144,10 @@ class UpstreamEngine:
 
     def apply(self, recorded: RecordedCall) -> Observation:
         """Send one call to the worker; its outputs, events and aliasing findings come back."""
-        kind, meta, arrays = call_to_record(recorded.call, {}, [])
+        call = recorded.call
+        if isinstance(call, RecurrentCall) and call.latent_source is not None:
+            call = dataclasses.replace(call, latent_source=None)  # provenance: not the worker's
+        kind, meta, arrays = call_to_record(call, {}, [])
         start = time.perf_counter()
         try:
             _, reply, outputs = self._exchange(kind, meta, arrays)
@@ -162,9 +158,9 @@ class UpstreamEngine:
                                error=f"worker {self.name!r} failed: {type(exc).__name__}: {last}")
         events = tuple(event_from_dict(e) for e in reply.get("events", []))
         elapsed = float(reply.get("elapsed_s", time.perf_counter() - start))
-        return UpstreamObservation({k[4:]: v for k, v in outputs.items() if k.startswith("out/")},
-                                   events, elapsed, error=reply.get("error"),
-                                   aliasing=tuple(f["text"] for f in reply.get("aliasing", [])))
+        return Observation({k[4:]: v for k, v in outputs.items() if k.startswith("out/")},
+                           events, elapsed, error=reply.get("error"),
+                           findings=tuple(f["text"] for f in reply.get("aliasing", [])))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The worker model's current parameters and buffers (upstream's names)."""
