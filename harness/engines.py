@@ -24,7 +24,7 @@ from unizero.events import CacheEvent
 __all__ = ["Observation", "Engine", "WorldModelEngine", "GoldenEngine", "build_engine",
            "ENGINE_NAMES", "check_isolation", "EngineError"]
 
-ENGINE_NAMES = ("legacy", "refactored", "golden")
+ENGINE_NAMES = ("legacy", "refactored", "golden", "legacy-fix-quirk1")
 
 
 class EngineError(ValueError):
@@ -142,8 +142,10 @@ def check_isolation(first: Engine, second: Engine) -> None:
     if a is None or b is None:
         return
     assert a is not b, f"engines {first.name!r} and {second.name!r} share one model object"
-    pointers = {t.data_ptr() for t in list(a.net.parameters()) + list(a.net.buffers())}
+    # An empty tensor owns no storage (data_ptr 0 for all of them): nothing to share.
+    pointers = {t.data_ptr() for t in list(a.net.parameters()) + list(a.net.buffers())
+                if t.numel()}
     shared = [name for name, t in list(b.net.named_parameters()) + list(b.net.named_buffers())
-              if t.data_ptr() in pointers]
+              if t.numel() and t.data_ptr() in pointers]
     assert not shared, (f"engines {first.name!r} and {second.name!r} share tensor storage: "
                         f"{', '.join(shared[:5])}")
