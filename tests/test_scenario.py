@@ -137,8 +137,24 @@ BAD_FIELDS = [
      "x.toml: [run].max_episode_steps: expected an integer or a list of 2 positive integers "
      "(one per env), got [5, 0]"),
     ({"run": {"clear_intervall": 3}},
-     "x.toml: [run]: unknown field(s) clear_intervall; expected only clear_interval, episodes, "
-     "max_episode_steps, steps, steps_per_round, warmup_rounds"),
+     "x.toml: [run]: unknown field(s) clear_intervall; expected only active_steps, "
+     "clear_interval, episodes, max_episode_steps, steps, steps_per_round, wait_probability, "
+     "wait_seed, warmup_rounds"),
+    ({"env": {"env_num": 10**6, "seed": 0}},
+     "x.toml: [env].env_num: expected an integer <= 256 (the scenario size limit), got 1000000"),
+    ({"run": {"steps": 10**9}},
+     "x.toml: [run].steps: expected an integer <= 1000000 (the scenario size limit), "
+     "got 1000000000"),
+    ({"model": {"embed_dim": 2**20}},
+     "x.toml: [model].embed_dim: expected an integer <= 8192 (the scenario size limit), "
+     "got 1048576"),
+    ({"run": {"active_steps": [5, 0]}},
+     "x.toml: [run].active_steps: expected an integer or a list of 2 positive integers "
+     "(one per env), got [5, 0]"),
+    ({"run": {"wait_probability": 1.0}},
+     "x.toml: [run].wait_probability: expected a number in [0.0, 0.9], got 1.0"),
+    ({"reanalyze": {"model": "shadow"}},
+     "x.toml: [reanalyze].model: expected one of collect, target, got 'shadow'"),
     ({"search": {"temperature": "hot"}},
      "x.toml: [search].temperature: expected a number >= 0.0, got 'hot'"),
     ({"search": {"root_noise": 1}}, "x.toml: [search].root_noise: expected true or false, got 1"),
