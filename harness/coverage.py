@@ -26,11 +26,13 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from harness.calls import ClearCall, RecordedCall, RecurrentCall, RootCall, WeightsCall
+from harness.calls import (ClearCall, RecordedCall, RecurrentCall, RootCall, WeightsCall,
+                           call_from_record)
+from harness.trace import open_trace
 from unizero.events import POOL_RECURRENT, POOL_ROOT, CacheEvent, Clear, Lookup, Store, Trim
 
 __all__ = ["CoverageItem", "COVERAGE_TABLE", "COVERAGE_NAMES", "REQUIRED", "FIXED",
-           "CoverageCounter", "coverage_of", "missing_required", "coverage_rows"]
+           "CoverageCounter", "coverage_of", "missing_required", "coverage_rows", "recorded_coverage"]
 
 MATCH, FIXED_KIND = "match", "fixed"
 
@@ -268,3 +270,14 @@ def coverage_rows(counts: Mapping[str, int]) -> list[tuple[str, str, str, int]]:
     """``(name, kind, refactor, count)`` for every row of the table: the report's coverage table."""
     return [(item.name, item.kind, item.refactor, int(counts.get(item.name, 0)))
             for item in COVERAGE_TABLE]
+
+
+def recorded_coverage(path: str) -> Counter:
+    """Coverage of a trace counted on the events recorded in it (its producer's), no replay."""
+    counter = CoverageCounter()
+    with open_trace(path) as reader:
+        for record in reader:
+            recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
+                                        where=path)
+            counter.observe(recorded, recorded.events)
+    return counter.counts

@@ -29,6 +29,7 @@ Every error is one line: ``<file>: <field>: expected <form>, got <value>``. The 
     wait_probability = 0.0             # each step, each env waits with this probability
     wait_seed = 0                      #   (a batch holds only the ready envs)
     active_steps = [40, 25]            # env k finishes after this many steps of its own
+    restart_all_on_episode_end = true  # false: only the ended env loses its context
 
     [weights]                          # optional
     kind = "perturb"                   # or "sgd" (+ learning_rate)
@@ -252,7 +253,8 @@ def _run(section: _Section, model: WorldModelConfig, env: EnvSpec) -> RunSpec:
         warmup_rounds=section.integer("warmup_rounds", 0, minimum=0),
         wait_probability=section.number("wait_probability", 0.0, low=0.0, high=0.9),
         wait_seed=section.integer("wait_seed", 0, minimum=0),
-        active_steps=section.per_env_ints("active_steps", env.env_num, minimum=1))
+        active_steps=section.per_env_ints("active_steps", env.env_num, minimum=1),
+        restart_all_on_episode_end=section.boolean("restart_all_on_episode_end", True))
     section.finish()
     return spec
 

@@ -210,9 +210,10 @@ class _Collector:
         if done:
             self.model.clear_root_cache(env_id, reason="episode_end")
             self.counts["episode_end_clears"] += 1
-            # Upstream _reset_collect(reset_init_data=True): every env restarts its context.
-            self.last_obs = np.zeros_like(self.obs)
-            self.last_actions = np.full(self.envs.num_envs, -1, dtype=np.int64)
+            if self.scenario.run.restart_all_on_episode_end:
+                # Upstream _reset_collect(reset_init_data=True): every env restarts its context.
+                self.last_obs = np.zeros_like(self.obs)
+                self.last_actions = np.full(self.envs.num_envs, -1, dtype=np.int64)
             next_obs[env_id] = self.envs.reset(env_id)
             self.episode_returns.append(float(self.running_returns[env_id]))
             self.running_returns[env_id] = 0.0

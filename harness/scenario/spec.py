@@ -80,6 +80,11 @@ class RunSpec:
     is always ready), and env k finishes for good after ``active_steps[k]`` steps of its own.
     A batch then holds the ready envs in env order, so batch positions differ from env ids
     (legacy quirk 9). The run ends early when every env has finished.
+
+    ``restart_all_on_episode_end``: upstream's collector restarts every env's context when one
+    episode ends (``reset_init_data=True``). When false, only the ended env's root cache is
+    cleared and the others keep their context, so the next root call is a continuing step in
+    which that env misses beside hits of the others (legacy quirks 4 and 6 on the root path).
     """
 
     num_steps: int | None
@@ -91,6 +96,7 @@ class RunSpec:
     wait_probability: float = 0.0
     wait_seed: int = 0
     active_steps: tuple[int, ...] | None = None
+    restart_all_on_episode_end: bool = True
 
     @property
     def partial_batches(self) -> bool:
