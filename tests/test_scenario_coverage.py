@@ -59,7 +59,7 @@ def test_the_bundled_clean_traces_exercise_every_required_path_and_quirk(bundled
     for counts in bundled.values():
         total.update(counts)
     assert missing_required(total) == []
-    assert _coverage_criterion(bundled).outcome == "pass"
+    assert _coverage_criterion(bundled).status == "pass"
 
 
 @pytest.mark.parametrize("name", ["cartpole_partial_ready", "context_len3", "context_len2",
@@ -72,7 +72,7 @@ def test_the_gate_fails_without_the_trace_that_alone_exercises_a_path_and_names_
     missing = missing_required(total)
     assert missing, f"{name} should be the only trace exercising something"
     criterion = _coverage_criterion(others)
-    assert criterion.outcome == "insufficient"
+    assert criterion.status == "insufficient"
     assert criterion.observed == f"never exercised: {', '.join(missing)}"
 
 
