@@ -3,8 +3,11 @@ updates between searches, reanalysis on a target model, per-env context restarts
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from harness.replay import ReplayOptions, replay_trace
 from harness.scenario import build_world_model_config, parse_scenario, run_scenario
 from legacy.world_model import LegacyWorldModel
 from test_scenario import ApiSpy, run_spy, scenario_data
@@ -92,3 +95,12 @@ def test_an_episode_end_without_a_global_restart_continues_the_other_envs():
     spy, _ = run_spy(data)
     assert ("clear_root_cache", 0, "episode_end") in spy.log
     assert [path for _, path, _ in _roots(spy.log)] == ["first"] + ["continuing"] * 4
+
+
+def test_a_context_length_3_trace_replays_clean():
+    # Its trim correction buffers are empty tensors, which once tripped the engines' isolation
+    # check (empty tensors all report data_ptr 0) before the first call.
+    path = Path(__file__).resolve().parents[1] / "scenarios" / "traces" / "context_len3.kvtrace"
+    result = replay_trace(str(path), ReplayOptions())
+    assert result.num_calls == 84 and result.num_unwaived_calls == 0
+    assert result.coverage["trim"] > 0
