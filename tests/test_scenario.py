@@ -152,6 +152,9 @@ BAD_FIELDS = [
     ({"model": {"embed_dim": 2**20}},
      "x.toml: [model].embed_dim: expected an integer <= 8192 (the scenario size limit), "
      "got 1048576"),
+    ({"model": {"embed_dim": 8192, "num_heads": 4, "num_simulations": 10_000, "context_length": 20}},
+     "x.toml: [model].num_simulations: expected a recurrent pool of at most 8 GiB (num_simulations "
+     "x env_num slots of num_layers x 2 x context_length x embed_dim float32), got 48.8 GiB"),
     ({"run": {"active_steps": [5, 0]}},
      "x.toml: [run].active_steps: expected an integer or a list of 2 positive integers "
      "(one per env), got [5, 0]"),

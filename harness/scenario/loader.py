@@ -59,7 +59,10 @@ from harness.scenario.spec import (REANALYZE_MODELS, WEIGHT_UPDATE_KINDS, EnvSpe
                                    RunSpec, Scenario, ScenarioError, SearchSpec, WeightUpdateSpec)
 from unizero.config import ConfigError, WorldModelConfig
 
-__all__ = ["load_scenario", "parse_scenario", "build_world_model_config", "SIZE_LIMITS"]
+__all__ = ["load_scenario", "parse_scenario", "build_world_model_config", "SIZE_LIMITS",
+           "POOL_BYTES_LIMIT"]
+
+POOL_BYTES_LIMIT = 8 << 30  # the legacy recurrent pool, fully written, in bytes
 
 # Largest accepted value of each size field, by "[table].field".
 SIZE_LIMITS: dict[str, int] = {
@@ -220,9 +223,22 @@ def _model(section: _Section, env: EnvSpec) -> WorldModelConfig:
     fields = {**section.items(), "obs_dim": info.obs_dim, "action_space_size": info.num_actions,
               "env_num": env.env_num}
     try:
-        return WorldModelConfig.from_dict(fields, where="[model]")
+        config = WorldModelConfig.from_dict(fields, where="[model]")
     except ConfigError as exc:
         raise ScenarioError(f"{section.source}: {exc}") from None
+    # Each bound alone is generous; together they could still ask for terabytes of pool.
+    pool_bytes = _recurrent_pool_bytes(config)
+    if pool_bytes > POOL_BYTES_LIMIT:
+        raise ScenarioError(
+            f"{section.source}: [model].num_simulations: expected a recurrent pool of at most "
+            f"{POOL_BYTES_LIMIT >> 30} GiB (num_simulations x env_num slots of num_layers x 2 x "
+            f"context_length x embed_dim float32), got {pool_bytes / 2**30:.1f} GiB")
+    return config
+
+
+def _recurrent_pool_bytes(config: WorldModelConfig) -> int:
+    slot = config.num_layers * 2 * config.context_length * config.embed_dim * 4
+    return config.legacy_recur_pool_size * slot
 
 
 def _search(section: _Section, model: WorldModelConfig) -> SearchSpec:
