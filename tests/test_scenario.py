@@ -86,8 +86,11 @@ def lifecycle(log: list[tuple]) -> list[tuple]:
 # ------------------------------------------------------------------ loading
 def test_bundled_scenarios_are_the_documented_set():
     assert [path.stem for path in bundled_scenario_paths()] == [
-        "acrobot_multi", "atari_like", "cartpole_pool_pressure", "cartpole_small",
-        "cartpole_twin_envs", "cartpole_zero_init", "mutation_pressure"]
+        "acrobot_multi", "atari_like", "cartpole_env_restart", "cartpole_midpool_updates",
+        "cartpole_partial_ready", "cartpole_pool_pressure", "cartpole_small",
+        "cartpole_target_reanalyze", "cartpole_tiny_pools", "cartpole_twin_envs",
+        "cartpole_zero_init", "context_len11", "context_len2", "context_len20", "context_len3",
+        "context_len3_twins", "context_len5", "context_len6", "context_len7", "mutation_pressure"]
 
 
 @pytest.mark.parametrize("path", bundled_scenario_paths(), ids=lambda p: p.stem)
@@ -137,8 +140,28 @@ BAD_FIELDS = [
      "x.toml: [run].max_episode_steps: expected an integer or a list of 2 positive integers "
      "(one per env), got [5, 0]"),
     ({"run": {"clear_intervall": 3}},
-     "x.toml: [run]: unknown field(s) clear_intervall; expected only clear_interval, episodes, "
-     "max_episode_steps, steps, steps_per_round, warmup_rounds"),
+     "x.toml: [run]: unknown field(s) clear_intervall; expected only active_steps, "
+     "clear_interval, episodes, max_episode_steps, restart_all_on_episode_end, steps, "
+     "steps_per_round, wait_probability, "
+     "wait_seed, warmup_rounds"),
+    ({"env": {"env_num": 10**6, "seed": 0}},
+     "x.toml: [env].env_num: expected an integer <= 256 (the scenario size limit), got 1000000"),
+    ({"run": {"steps": 10**9}},
+     "x.toml: [run].steps: expected an integer <= 1000000 (the scenario size limit), "
+     "got 1000000000"),
+    ({"model": {"embed_dim": 2**20}},
+     "x.toml: [model].embed_dim: expected an integer <= 8192 (the scenario size limit), "
+     "got 1048576"),
+    ({"model": {"embed_dim": 8192, "num_heads": 4, "num_simulations": 10_000, "context_length": 20}},
+     "x.toml: [model].num_simulations: expected a recurrent pool of at most 8 GiB (num_simulations "
+     "x env_num slots of num_layers x 2 x context_length x embed_dim float32), got 48.8 GiB"),
+    ({"run": {"active_steps": [5, 0]}},
+     "x.toml: [run].active_steps: expected an integer or a list of 2 positive integers "
+     "(one per env), got [5, 0]"),
+    ({"run": {"wait_probability": 1.0}},
+     "x.toml: [run].wait_probability: expected a number in [0.0, 0.9], got 1.0"),
+    ({"reanalyze": {"model": "shadow"}},
+     "x.toml: [reanalyze].model: expected one of collect, target, got 'shadow'"),
     ({"search": {"temperature": "hot"}},
      "x.toml: [search].temperature: expected a number >= 0.0, got 'hot'"),
     ({"search": {"root_noise": 1}}, "x.toml: [search].root_noise: expected true or false, got 1"),
@@ -283,5 +306,7 @@ def test_every_bundled_scenario_runs_briefly_with_the_legacy_model(path):
     spy = ApiSpy(LegacyWorldModel(build_world_model_config(scenario)))
     summary = run_scenario(scenario, spy)
     assert summary.num_steps == 3 and summary.num_rounds == 1
-    assert spy.log[0] == ("root", "first", scenario.env.env_num)
+    kind, path, batch = spy.log[0]
+    assert (kind, path) == ("root", "first")
+    assert batch == scenario.env.env_num or (scenario.run.partial_batches and batch >= 1)
     assert ("recompute",) in spy.log

@@ -18,6 +18,8 @@ __all__ = ["WORLD_MODEL_BACKENDS", "load_object", "build_world_model", "BackendE
 WORLD_MODEL_BACKENDS: dict[str, str] = {
     "legacy": "legacy.world_model:LegacyWorldModel",
     "refactored": "refactored.world_model:RefactoredWorldModel",
+    # Counterfactual controls (legacy with one quirk corrected): harness.causes labels causes.
+    "legacy-fix-quirk1": "legacy.counterfactual:LegacyFixQuirk1",
 }
 
 

@@ -69,10 +69,14 @@ class EnvBatch:
         """``[E, obs_dim]`` first observations of a new episode of every env."""
         return np.stack([self.reset(k) for k in range(self.num_envs)])
 
-    def step(self, actions: np.ndarray) -> StepBatch:
+    def step(self, actions: np.ndarray, env_ids: Sequence[int] | None = None) -> StepBatch:
+        """Step the envs ``env_ids`` (default: all, in order) with one action each; the batch's
+        rows follow ``env_ids``."""
+        ids = range(self.num_envs) if env_ids is None else env_ids
+        assert len(ids) == len(actions), f"{len(actions)} actions for {len(ids)} envs"
         obs, rewards, dones = [], [], []
-        for env, action in zip(self._envs, actions):
-            ob, reward, terminated, truncated, _ = env.step(int(action))
+        for env_id, action in zip(ids, actions):
+            ob, reward, terminated, truncated, _ = self._envs[env_id].step(int(action))
             obs.append(np.asarray(ob, dtype=np.float32))
             rewards.append(float(reward))
             dones.append(bool(terminated or truncated))

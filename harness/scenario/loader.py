@@ -26,10 +26,15 @@ Every error is one line: ``<file>: <field>: expected <form>, got <value>``. The 
     warmup_rounds = 0                  # rounds before the first that trains
     max_episode_steps = [15, 22]       # an int or one per env; default: the env's own
     clear_interval = 20                # default: [model].game_segment_length
+    wait_probability = 0.0             # each step, each env waits with this probability
+    wait_seed = 0                      #   (a batch holds only the ready envs)
+    active_steps = [40, 25]            # env k finishes after this many steps of its own
+    restart_all_on_episode_end = true  # false: only the ended env loses its context
 
     [weights]                          # optional
     kind = "perturb"                   # or "sgd" (+ learning_rate)
-    every = 1
+    every = 1                          # rounds
+    every_steps = 5                    # also between searches, every 5 steps (optional)
     scale = 0.01
     seed = 0
 
@@ -37,6 +42,10 @@ Every error is one line: ``<file>: <field>: expected <form>, got <value>``. The 
     every = 1
     num_simulations = 4                # default: [search].num_simulations
     seed = 0
+    model = "collect"                  # or "target": a separate target model (upstream)
+
+Sizes are bounded (``SIZE_LIMITS``) so that a typo cannot ask for a run that never ends or a
+model that does not fit in memory; the bounds are far above any useful capture.
 """
 
 from __future__ import annotations
@@ -46,11 +55,34 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.scenario.envs import KNOWN_ENVS
-from harness.scenario.spec import (WEIGHT_UPDATE_KINDS, EnvSpec, ReanalyzeSpec, RunSpec, Scenario,
-                                   ScenarioError, SearchSpec, WeightUpdateSpec)
+from harness.scenario.spec import (REANALYZE_MODELS, WEIGHT_UPDATE_KINDS, EnvSpec, ReanalyzeSpec,
+                                   RunSpec, Scenario, ScenarioError, SearchSpec, WeightUpdateSpec)
 from unizero.config import ConfigError, WorldModelConfig
 
-__all__ = ["load_scenario", "parse_scenario", "build_world_model_config"]
+__all__ = ["load_scenario", "parse_scenario", "build_world_model_config", "SIZE_LIMITS",
+           "POOL_BYTES_LIMIT"]
+
+POOL_BYTES_LIMIT = 8 << 30  # the legacy recurrent pool, fully written, in bytes
+
+# Largest accepted value of each size field, by "[table].field".
+SIZE_LIMITS: dict[str, int] = {
+    "[env].env_num": 256,
+    "[run].steps": 1_000_000,
+    "[run].episodes": 100_000,
+    "[run].steps_per_round": 1_000_000,
+    "[run].active_steps": 1_000_000,
+    "[search].num_simulations": 10_000,
+    "[reanalyze].num_simulations": 10_000,
+    "[model].embed_dim": 8192,
+    "[model].num_layers": 64,
+    "[model].num_heads": 256,
+    "[model].context_length": 8192,
+    "[model].max_tokens": 8192,
+    "[model].num_simulations": 10_000,
+    "[model].game_segment_length": 1_000_000,
+    "[model].encoder_hidden": 65_536,
+    "[model].support_size": 10_000,
+}
 
 _REQUIRED = object()
 _FILLED_FROM_ENV = ("obs_dim", "action_space_size", "env_num")
@@ -95,12 +127,22 @@ class _Section:
                                 f"expected {expected}, got nothing (the field is required)")
         return default
 
+    def limit(self, key: str) -> int | None:
+        return SIZE_LIMITS.get(f"{self.name}.{key}")
+
     def integer(self, key: str, default: Any = _REQUIRED, *, minimum: int = 1) -> Any:
         expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         value = self._get(key, default, expected)
         if value is not default and not (_is_int(value) and value >= minimum):
             raise self.error(key, expected, value)
+        self.check_limit(key, value)
         return value
+
+    def check_limit(self, key: str, value: Any) -> None:
+        """Refuse a size above its bound in ``SIZE_LIMITS`` (one line, naming the field)."""
+        maximum = self.limit(key)
+        if maximum is not None and _is_int(value) and value > maximum:
+            raise self.error(key, f"an integer <= {maximum} (the scenario size limit)", value)
 
     def number(self, key: str, default: Any, *, low: float, high: float | None = None,
                low_open: bool = False) -> float:
@@ -140,6 +182,8 @@ class _Section:
         if not (isinstance(values, list) and len(values) == env_num
                 and all(_is_int(v) and v >= minimum for v in values)):
             raise self.error(key, expected, value)
+        for v in values:
+            self.check_limit(key, v)
         return tuple(values)
 
     def table(self, key: str, *, required: bool = False) -> "_Section":
@@ -173,13 +217,28 @@ def _model(section: _Section, env: EnvSpec) -> WorldModelConfig:
     for key in _FILLED_FROM_ENV:
         if section.has(key):
             raise section.error(key, "no value (filled in from [env])", section.raw(key))
+    for key in section.items():
+        section.check_limit(key, section.raw(key))
     info = KNOWN_ENVS[env.id]
     fields = {**section.items(), "obs_dim": info.obs_dim, "action_space_size": info.num_actions,
               "env_num": env.env_num}
     try:
-        return WorldModelConfig.from_dict(fields, where="[model]")
+        config = WorldModelConfig.from_dict(fields, where="[model]")
     except ConfigError as exc:
         raise ScenarioError(f"{section.source}: {exc}") from None
+    # Each bound alone is generous; together they could still ask for terabytes of pool.
+    pool_bytes = _recurrent_pool_bytes(config)
+    if pool_bytes > POOL_BYTES_LIMIT:
+        raise ScenarioError(
+            f"{section.source}: [model].num_simulations: expected a recurrent pool of at most "
+            f"{POOL_BYTES_LIMIT >> 30} GiB (num_simulations x env_num slots of num_layers x 2 x "
+            f"context_length x embed_dim float32), got {pool_bytes / 2**30:.1f} GiB")
+    return config
+
+
+def _recurrent_pool_bytes(config: WorldModelConfig) -> int:
+    slot = config.num_layers * 2 * config.context_length * config.embed_dim * 4
+    return config.legacy_recur_pool_size * slot
 
 
 def _search(section: _Section, model: WorldModelConfig) -> SearchSpec:
@@ -207,7 +266,11 @@ def _run(section: _Section, model: WorldModelConfig, env: EnvSpec) -> RunSpec:
         steps_per_round=section.integer("steps_per_round", model.game_segment_length),
         max_episode_steps=section.per_env_ints("max_episode_steps", env.env_num, minimum=1),
         clear_interval=section.integer("clear_interval", model.game_segment_length),
-        warmup_rounds=section.integer("warmup_rounds", 0, minimum=0))
+        warmup_rounds=section.integer("warmup_rounds", 0, minimum=0),
+        wait_probability=section.number("wait_probability", 0.0, low=0.0, high=0.9),
+        wait_seed=section.integer("wait_seed", 0, minimum=0),
+        active_steps=section.per_env_ints("active_steps", env.env_num, minimum=1),
+        restart_all_on_episode_end=section.boolean("restart_all_on_episode_end", True))
     section.finish()
     return spec
 
@@ -222,7 +285,8 @@ def _weights(section: _Section) -> WeightUpdateSpec:
     spec = WeightUpdateSpec(kind=kind, every=section.integer("every", 1),
                             scale=section.number("scale", 0.01, low=0.0, low_open=True),
                             learning_rate=section.number("learning_rate", 0.01, low=0.0, low_open=True),
-                            seed=section.integer("seed", 0, minimum=0))
+                            seed=section.integer("seed", 0, minimum=0),
+                            every_steps=section.integer("every_steps", None))
     section.finish()
     return spec
 
@@ -230,7 +294,8 @@ def _weights(section: _Section) -> WeightUpdateSpec:
 def _reanalyze(section: _Section, search: SearchSpec) -> ReanalyzeSpec:
     spec = ReanalyzeSpec(every=section.integer("every", 1),
                          num_simulations=section.integer("num_simulations", search.num_simulations),
-                         seed=section.integer("seed", 0, minimum=0))
+                         seed=section.integer("seed", 0, minimum=0),
+                         model=section.string("model", "collect", choices=REANALYZE_MODELS))
     section.finish()
     return spec
 

@@ -16,7 +16,7 @@ from unizero.config import WorldModelConfig
 from unizero.mcts import MCTSConfig
 
 __all__ = ["ScenarioError", "EnvSpec", "SearchSpec", "RunSpec", "WeightUpdateSpec",
-           "ReanalyzeSpec", "Scenario", "WEIGHT_UPDATE_KINDS"]
+           "ReanalyzeSpec", "Scenario", "WEIGHT_UPDATE_KINDS", "REANALYZE_MODELS"]
 
 WEIGHT_UPDATE_KINDS = ("perturb", "sgd")
 
@@ -75,6 +75,17 @@ class RunSpec:
     ``recompute_pos_emb_diff_and_clear_cache()`` is called. ``max_episode_steps`` (one per env)
     truncates episodes so that envs end at different times. ``clear_interval`` is the collector's
     periodic global wipe (legacy-spec §10, §14.6).
+
+    Ready envs (upstream's collector passes only the envs whose step is done): each step, every
+    env waits with probability ``wait_probability`` (seeded by ``wait_seed``; at least one env
+    is always ready), and env k finishes for good after ``active_steps[k]`` steps of its own.
+    A batch then holds the ready envs in env order, so batch positions differ from env ids
+    (legacy quirk 9). The run ends early when every env has finished.
+
+    ``restart_all_on_episode_end``: upstream's collector restarts every env's context when one
+    episode ends (``reset_init_data=True``). When false, only the ended env's root cache is
+    cleared and the others keep their context, so the next root call is a continuing step in
+    which that env misses beside hits of the others (legacy quirks 4 and 6 on the root path).
     """
 
     num_steps: int | None
@@ -83,6 +94,15 @@ class RunSpec:
     max_episode_steps: tuple[int, ...] | None
     clear_interval: int
     warmup_rounds: int
+    wait_probability: float = 0.0
+    wait_seed: int = 0
+    active_steps: tuple[int, ...] | None = None
+    restart_all_on_episode_end: bool = True
+
+    @property
+    def partial_batches(self) -> bool:
+        """Whether a step may pass fewer envs than ``env_num``."""
+        return self.wait_probability > 0 or self.active_steps is not None
 
     def __post_init__(self) -> None:
         assert (self.num_steps is None) != (self.num_episodes is None), (
@@ -97,7 +117,9 @@ class RunSpec:
 
 @dataclass(frozen=True, slots=True)
 class WeightUpdateSpec:
-    """A parameter update at the end of every ``every``-th training round.
+    """A parameter update at the end of every ``every``-th training round, and (when
+    ``every_steps`` is set) also after every ``every_steps``-th collect step, between two
+    searches and without any clear, so stale root keys must miss.
 
     ``perturb`` adds seeded Gaussian noise of std ``scale`` to every parameter; ``sgd`` takes one
     SGD step of size ``learning_rate`` on policy/value targets from the round's searches.
@@ -108,16 +130,28 @@ class WeightUpdateSpec:
     scale: float
     learning_rate: float
     seed: int
+    every_steps: int | None = None
+
+
+REANALYZE_MODELS = ("collect", "target")
 
 
 @dataclass(frozen=True, slots=True)
 class ReanalyzeSpec:
     """Every ``every``-th training round, re-search ``env_num`` observations of the round
-    (sampled with ``seed``) with ``set_reanalyze_phase(True)``."""
+    (sampled with ``seed``) with ``set_reanalyze_phase(True)``.
+
+    ``model`` says which world model reanalyses: ``collect`` (the collecting model itself, so its
+    pools and write pointers see the forced misses) or ``target`` (a separate target model with
+    caches of its own, as upstream's ``_target_model``, legacy-spec §10): it starts with the
+    collecting model's weights, takes them again after every training round (one round behind)
+    and has its trim correction recomputed and caches cleared with the collecting model's.
+    """
 
     every: int
     num_simulations: int
     seed: int
+    model: str = "collect"
 
 
 @dataclass(frozen=True, slots=True)
