@@ -21,59 +21,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from harness.calls import RecordedCall, call_from_record
-from harness.compare import TolerancePolicy, compare_events
+from harness.causenames import COUNTERFACTUAL_CAUSES, UNEXPLAINED
+from harness.compare import TolerancePolicy
+from harness.compare.call import compare_observations
 from harness.engines import Engine, Observation, build_engine
+from harness.limits import DEFAULT_LIMITS, Limits, config_from_header
 from harness.trace import open_trace
 from legacy.counterfactual import COUNTERFACTUALS, Counterfactual
 from unizero.config import WorldModelConfig
 
-__all__ = ["UNEXPLAINED", "CAUSES", "CauseLabeller", "label_divergences", "observations_agree",
-           "cause_covers", "trace_config"]
+__all__ = ["CAUSES", "CauseLabeller", "label_divergences", "observations_agree", "trace_config"]
 
-UNEXPLAINED = "unexplained"
-CAUSES: tuple[str, ...] = tuple(c.cause for c in COUNTERFACTUALS)
-
-
-def cause_covers(waiver_cause: str, label: str) -> bool:
-    """Whether a waiver scoped by ``cause = waiver_cause`` covers a divergence labelled ``label``.
-
-    Only the named cause is covered; an ``unexplained`` divergence never is, whatever the waiver
-    says (a cause waiver cannot be written for it: :data:`UNEXPLAINED` is not a cause).
-    """
-    return label != UNEXPLAINED and label == waiver_cause
+CAUSES: tuple[str, ...] = COUNTERFACTUAL_CAUSES
 
 
 def observations_agree(first: Observation, second: Observation, policy: TolerancePolicy) -> bool:
-    """Same error (or none), the same outputs within ``policy`` and the same cache decisions."""
-    if first.error != second.error:
-        return False
-    if set(first.outputs) != set(second.outputs):
-        return False
-    for name, value in first.outputs.items():
-        other = second.outputs[name]
-        if isinstance(value, np.ndarray) and isinstance(other, np.ndarray) \
-                and value.dtype == other.dtype and value.shape == other.shape \
-                and value.tobytes() == other.tobytes():
-            continue
-        if policy.compare(name, value, other) is not None:
-            return False
-    return compare_events(first.events, second.events) is None
+    """Same error (or none), the same outputs within ``policy`` and the same cache decisions:
+    the one per-call comparison (:func:`harness.compare.call.compare_observations`) finds
+    nothing."""
+    return not compare_observations(first, second, policy, same_error_agrees=True).diverged
 
 
-def trace_config(path: str) -> WorldModelConfig:
-    """The world-model config in a trace's header."""
-    with open_trace(path) as reader:
+def trace_config(path: str, limits: Limits = DEFAULT_LIMITS) -> WorldModelConfig:
+    """The world-model config in a trace's header, checked against ``limits``."""
+    with open_trace(path, limits=limits) as reader:
         header = reader.header
-    config = header.get("config") if isinstance(header, dict) else None
-    return WorldModelConfig.from_dict(config, where=f"{path}: header.config")
+    return config_from_header(header, path, limits)
 
 
-def _records(path: str) -> Iterator[RecordedCall]:
-    with open_trace(path) as reader:
+def _records(path: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[RecordedCall]:
+    with open_trace(path, limits=limits) as reader:
         for record in reader:
             yield call_from_record(record.index, record.kind, record.meta, record.arrays, where=path)
 
@@ -101,8 +81,10 @@ class CauseLabeller:
 
     def __init__(self, path: str, config: WorldModelConfig | None = None, *,
                  policy: TolerancePolicy | None = None, device: str | torch.device = "cpu",
-                 counterfactuals: Sequence[Counterfactual] = COUNTERFACTUALS) -> None:
+                 counterfactuals: Sequence[Counterfactual] = COUNTERFACTUALS,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.path = path
+        self.limits = limits
         self.policy = policy or TolerancePolicy()
         self._config = config
         self._device = device
@@ -112,10 +94,10 @@ class CauseLabeller:
 
     def _start(self) -> list[_Control]:
         if self._controls is None:
-            config = self._config or trace_config(self.path)
+            config = self._config or trace_config(self.path, self.limits)
             self._controls = [_Control(c, build_engine(c.engine, config, device=self._device))
                               for c in self._counterfactuals]
-            self._records = _records(self.path)
+            self._records = _records(self.path, self.limits)
         return self._controls
 
     def _advance(self, call_index: int) -> None:
@@ -149,10 +131,13 @@ class CauseLabeller:
         return UNEXPLAINED
 
     def close(self) -> None:
-        """Stop reading the trace (idempotent)."""
+        """Stop reading the trace and release the controls (idempotent)."""
         if self._records is not None:
             self._records.close()  # type: ignore[attr-defined]
             self._records = None
+        for control in self._controls or ():
+            control.engine.close()
+        self._controls = None
 
 
 def label_divergences(path: str, call_indices: Iterable[int], *, candidate: str = "refactored",

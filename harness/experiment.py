@@ -15,53 +15,21 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from harness.calls import RecordedCall, RootCall, WeightsCall
+from harness.causenames import LATENT_DRIFT, STORAGE_ALIASING
+from harness.calls import RecordedCall
 from harness.compare import TolerancePolicy, slot_differences
 from harness.compare.call import compare_observations
 from harness.compare.tensors import NoiseFloor
+from harness.coverage import CoverageCounter
 from harness.observation import Observation
 from harness.results import CallComparison, EngineTiming, PoolStats, TraceResult
-from unizero.events import Clear, Lookup, Store, Trim
+from unizero.events import Lookup, Store
 
-__all__ = ["TraceAccumulator", "Judge", "LATENT_DRIFT", "STORAGE_ALIASING", "COVERAGE_PATHS", "coverage_of", "lookup_counts"]
+__all__ = ["TraceAccumulator", "Judge", "Explain", "lookup_counts"]
 
 Judge = Callable[[CallComparison], CallComparison]
-
-STORAGE_ALIASING = "storage-aliasing"
-"""Cause of a divergence on a call where an engine's storage probe found a live cache entry
-sharing tensor storage with another entry or a scratch buffer (upstream's shipped bug)."""
-
-LATENT_DRIFT = "latent-drift"
-"""Cause of a closed-loop decision divergence on a call whose engines were fed latents that
-differ in their last bits (each its own earlier output): its cache keys differ for that alone."""
-
-COVERAGE_PATHS = ("root_first_step", "root_continuing", "hit_root_pool", "hit_recurrent_pool",
-                  "miss", "forced_miss", "eviction", "trim", "clear_after_root", "clear_periodic",
-                  "clear_episode_end", "clear_epoch", "weights_update", "reanalyze")
-
-
-def coverage_of(recorded: RecordedCall, observation: Observation, counts: Counter) -> None:
-    """Count the cache paths one call exercised, from the control's observation."""
-    call = recorded.call
-    if isinstance(call, RootCall):
-        first = call.last_actions.size > 0 and int(np.max(call.last_actions)) == -1
-        counts["root_first_step" if first else "root_continuing"] += 1
-    elif isinstance(call, WeightsCall):
-        counts["weights_update" if not call.initial else "weights_initial"] += 1
-    elif recorded.kind == "reanalyze":
-        counts["reanalyze"] += 1
-    for event in observation.events:
-        if isinstance(event, Lookup):
-            if event.hit:
-                counts[f"hit_{event.pool}_pool"] += 1
-            else:
-                counts["forced_miss" if event.forced else "miss"] += 1
-        elif isinstance(event, Store) and event.evicted is not None:
-            counts["eviction"] += 1
-        elif isinstance(event, Trim):
-            counts["trim"] += 1
-        elif isinstance(event, Clear):
-            counts[f"clear_{event.reason}"] += 1
+Explain = Callable[[RecordedCall, Observation], str]
+"""Labels a diverging call's cause from the candidate's observation (:mod:`harness.causes`)."""
 
 
 def lookup_counts(events: Iterable) -> tuple[int, int]:
@@ -119,16 +87,20 @@ class TraceAccumulator:
         max_kept: diverging calls kept in detail; all are counted.
         recorded: the calls were recorded as succeeding (a replay), so an exception on both
             sides still diverges; False for a live run, where the same exception agrees.
+        explain: labels each divergence's cause (before waivers judge it, so a waiver scoped
+            by cause can match); None leaves causes unlabelled.
     """
 
     def __init__(self, label: str, control: str, candidate: str, policy: TolerancePolicy, *,
-                 judge: Judge | None = None, max_kept: int = 200, recorded: bool = True) -> None:
+                 judge: Judge | None = None, max_kept: int = 200, recorded: bool = True,
+                 explain: Explain | None = None) -> None:
         self.label, self.control, self.candidate = label, control, candidate
+        self.explain = explain
         self.recorded = recorded
         self.policy, self.judge, self.max_kept = policy, judge, max_kept
         self.noise = NoiseFloor()
         self._pools = _PoolCounter()
-        self._coverage: Counter = Counter()
+        self._coverage = CoverageCounter()
         # Per-call series in flat typed arrays: a few bytes per call, no object per sample.
         self._samples: dict[tuple[str, str], array] = defaultdict(lambda: array("d"))
         self._max_errors = array("d")
@@ -150,7 +122,7 @@ class TraceAccumulator:
         self.num_calls += 1
         self._samples[(self.control, recorded.kind)].append(control.elapsed_s)
         self._samples[(self.candidate, recorded.kind)].append(candidate.elapsed_s)
-        coverage_of(recorded, control, self._coverage)
+        self._coverage.observe(recorded, control.events)
         self._pools.observe(self.control, control.events)
         self._pools.observe(self.candidate, candidate.events)
         self.num_slots += len(slot_differences(candidate.events, control.events))
@@ -164,7 +136,7 @@ class TraceAccumulator:
             return None
         decision_only = not verdict.tensor_divergences and verdict.engine_error is None
         cause = (STORAGE_ALIASING if findings else LATENT_DRIFT if drifted and decision_only
-                 else None)
+                 else self.explain(recorded, candidate) if self.explain is not None else None)
         found = CallComparison(trace=self.label, call_index=recorded.index,
                                call_kind=recorded.kind, env_ids=recorded.env_ids,
                                tensor_divergences=verdict.tensor_divergences,
@@ -197,6 +169,6 @@ class TraceAccumulator:
                            pool_stats=self._pools.result(), self_check=self_check,
                            noise_floor=self.noise.max_abs_diff,
                            num_slot_differences=self.num_slots,
-                           num_unwaived_calls=self.num_unwaived, coverage=dict(self._coverage),
+                           num_unwaived_calls=self.num_unwaived, coverage=dict(self._coverage.counts),
                            notes=tuple(self._notes), truncated=truncated,
                            max_errors=tuple(self._max_errors), decisions=tuple(self._decisions))

@@ -24,7 +24,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from harness import exit_codes
 from harness.errors import UsageError
-from harness.experiment import COVERAGE_PATHS
+from harness.coverage import COVERAGE_NAMES, REQUIRED
 from harness.fileio import file_digest
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.paths import DEFAULT_TRACE_DIR, ROOT, display_path, expand_traces
@@ -79,17 +79,18 @@ class PhaseCriteria:
 
 def _criteria(phase: int, table: GatePhaseTable, where: str) -> PhaseCriteria:
     """The phase's criteria from its typed table, after the checks types cannot state."""
-    unknown_paths = [p for p in table.required_paths if p not in COVERAGE_PATHS]
+    unknown_paths = [p for p in table.required_paths or () if p not in COVERAGE_NAMES]
     if unknown_paths:
-        raise GateConfigError(f"{where}.required_paths: expected names from "
-                              f"{', '.join(COVERAGE_PATHS)}, got {unknown_paths!r}")
+        raise GateConfigError(f"{where}.required_paths: expected names from the coverage table "
+                              f"(docs/coverage.md), got {unknown_paths!r}")
     if table.min_speedup is not None and table.control == "golden":
         raise GateConfigError(f"{where}.min_speedup: expected no speedup floor with control "
                               f"'golden' (it replays recorded results, untimed)")
     return PhaseCriteria(phase=phase, name=table.name, description=table.description,
                          control=table.control, candidate=table.candidate,
                          min_traces=table.min_traces, min_calls=table.min_calls,
-                         required_paths=tuple(table.required_paths),
+                         required_paths=(REQUIRED if table.required_paths is None
+                                         else tuple(table.required_paths)),
                          trace_producer=table.trace_producer,
                          max_unwaived_divergences=table.max_unwaived_divergences,
                          max_engine_errors=table.max_engine_errors,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from harness.calls import call_from_record
+from harness.causes import CauseLabeller
 from harness.compare import TolerancePolicy
 from harness.engines import Engine, build_engine, check_engine_options, check_isolation, engine_label
 from harness.errors import UsageError
@@ -30,6 +31,8 @@ from unizero.config import WorldModelConfig
 __all__ = ["ReplayOptions", "replay_trace", "candidate_name", "LOOPS", "Loop"]
 
 Loop = Literal["open", "closed"]
+EXPLAINED_CONTROLS = ("legacy", "golden")
+"""Controls whose divergences the counterfactual controls (legacy variants) can explain."""
 LOOPS: tuple[Loop, ...] = ("open", "closed")
 
 
@@ -46,6 +49,9 @@ class ReplayOptions:
     max_kept: int = 200
     loop: Loop = "open"
     limits: Limits = DEFAULT_LIMITS
+    explain: bool = True
+    """Label each divergence's cause by counterfactual controls (:mod:`harness.causes`) when
+    the control is legacy (or its recording, ``golden``)."""
 
     def __post_init__(self) -> None:
         if not self.self_check:
@@ -91,19 +97,28 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
             raise TraceError(path, f"header.schema: expected {TRACE_SCHEMA!r}, got {found!r}")
         config = config_from_header(header, path, options.limits)
         control, candidate = _build_engines(config, options)
+        labeller = (CauseLabeller(path, config, policy=options.policy, device=options.device,
+                                  limits=options.limits)
+                    if options.explain and not options.self_check
+                    and options.control in EXPLAINED_CONTROLS else None)
         try:
-            return _replay(path, reader, control, candidate, options, judge, progress)
+            return _replay(path, reader, control, candidate, options, judge, progress, labeller)
         finally:
             control.close()
             candidate.close()
+            if labeller is not None:
+                labeller.close()
 
 
 def _replay(path: str, reader: TraceReader, control: Engine, candidate: Engine,
             options: ReplayOptions, judge: Judge | None,
-            progress: Callable[[int, int], None] | None) -> TraceResult:
+            progress: Callable[[int, int], None] | None,
+            labeller: CauseLabeller | None) -> TraceResult:
     """The replay loop over an open trace, with both engines built."""
+    explain = (None if labeller is None
+               else lambda recorded, observed: labeller.label(recorded.index, observed))
     accumulator = TraceAccumulator(path, control.name, candidate.name, options.policy,
-                                   judge=judge, max_kept=options.max_kept)
+                                   judge=judge, max_kept=options.max_kept, explain=explain)
     loop = ClosedLoop() if options.loop == "closed" else None
     latent_tol = options.policy.tolerance_for("latent", "float32")
     engines = {"control": control, "candidate": candidate}

@@ -53,6 +53,7 @@ class WaiverEntry(_Schema, rename={"divergence_class": "class"}):
     tensor: Glob = "*"
     calls: tuple[Count, Count] = (0, _MAX_COUNT)
     cap: NonNegative | Literal["decision"] = "decision"
+    cause: Name | None = None
 
 
 class WaiverFile(_Schema):
@@ -89,7 +90,7 @@ class GatePhaseTable(_Schema):
     candidate: Name
     min_traces: Positive
     min_calls: Positive
-    required_paths: list[Name]
+    required_paths: list[Name] | None = None
     description: str = ""
     trace_producer: Name | None = None
     max_unwaived_divergences: Count | None = None

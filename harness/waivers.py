@@ -1,11 +1,15 @@
 """Waivers: the reviewed file of expected divergences (default ``waivers.toml`` at the repo root).
 
 Each ``[[waiver]]`` has an ``id``, a ``reason``, an ``expires`` date and a scope: ``trace`` (glob
-on the trace path), ``call_kind``, ``class`` (``tensor``, ``decision``, ``both``, ``error`` or
-``any``), ``tensor`` (glob on tensor paths), ``calls`` (inclusive call-index range) and a ``cap``:
-the largest abs error allowed, or ``"decision"`` for a decision divergence whatever the tensor
-error. A divergence is waived by the first live waiver whose scope matches and whose cap holds;
-an expired waiver waives nothing and is reported; one that matched nothing is stale.
+on the trace path), ``call_kind``, ``class`` (``tensor``, ``decision``, ``both``, ``error``,
+``probe`` or ``any``), ``tensor`` (glob on tensor paths), ``calls`` (inclusive call-index range),
+``cause`` (a cause label such as ``quirk-1``, :mod:`harness.causenames`) and a ``cap``: the
+largest abs error allowed, or ``"decision"`` for a decision divergence whatever the tensor error.
+Every scope is optional: ``id``, ``reason``, ``expires`` and ``cause = "quirk-1"`` waive exactly
+the divergences labelled quirk-1, wherever they fall; an ``unexplained`` divergence is never
+covered by a cause waiver. A divergence is waived by the first live waiver whose scope matches
+and whose cap holds; an expired waiver waives nothing and is reported; one that matched nothing
+is stale.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.causenames import WAIVABLE_CAUSES, cause_covers
 from harness.errors import UserError
 from harness.globmatch import compile_glob
 from harness.results import CallComparison, RunResult
@@ -45,11 +50,14 @@ class Waiver:
     tensor: str = "*"
     calls: tuple[int, int] = (0, 2**62)
     cap: float | str = "decision"
+    cause: str | None = None
 
     def expired(self, today: dt.date) -> bool:
         return today > self.expires
 
     def in_scope(self, call: CallComparison) -> bool:
+        if self.cause is not None and not cause_covers(self.cause, call.cause):
+            return False
         trace = compile_glob(self.trace)
         if not trace.fullmatch(call.trace) and not trace.fullmatch(Path(call.trace).name):
             return False
@@ -75,10 +83,14 @@ def _waiver(entry: WaiverEntry, where: str) -> Waiver:
     if entry.calls[0] > entry.calls[1]:
         raise WaiverError(f"{where}.calls: expected [first, last] with first <= last, "
                           f"got {list(entry.calls)!r}")
+    if entry.cause is not None and entry.cause not in WAIVABLE_CAUSES:
+        raise WaiverError(f"{where}.cause: expected one of {', '.join(WAIVABLE_CAUSES)}, got "
+                          f"{entry.cause!r} (an unexplained divergence is never waived by cause)")
     return Waiver(id=entry.id, reason=entry.reason, expires=entry.expires, trace=entry.trace,
                   call_kind=entry.call_kind, divergence_class=entry.divergence_class,
                   tensor=entry.tensor, calls=entry.calls,
-                  cap=entry.cap if entry.cap == "decision" else float(entry.cap))
+                  cap=entry.cap if entry.cap == "decision" else float(entry.cap),
+                  cause=entry.cause)
 
 
 class WaiverSet:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.causes import (CAUSES, UNEXPLAINED, CauseLabeller, cause_covers, label_divergences,
+from harness.causenames import UNEXPLAINED, cause_covers
+from harness.causes import (CAUSES, CauseLabeller, label_divergences,
                             observations_agree, trace_config)
 from harness.compare import TolerancePolicy
 from harness.engines import Observation

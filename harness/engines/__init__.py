@@ -26,7 +26,7 @@ __all__ = ["Observation", "Engine", "WorldModelEngine", "GoldenEngine", "build_e
            "ENGINE_NAMES", "MANAGER_ENGINES", "DEFAULT_MANAGER", "check_isolation", "clone_call",
            "EngineError", "engine_label", "check_engine_options"]
 
-ENGINE_NAMES = ("legacy", "refactored", "golden")
+ENGINE_NAMES = ("legacy", "refactored", "golden", "legacy-fix-quirk1")
 MANAGER_ENGINES = ("refactored",)
 """Engines that take ``--manager``: the refactored world model's cache manager class."""
 DEFAULT_MANAGER = "refactored.kv_cache_manager:KVCacheManager"
