@@ -148,7 +148,7 @@ def test_markdown_details_show_tensor_numbers_decision_diff_and_engine_error():
 def test_markdown_escapes_pipes_inside_cells():
     text = render_markdown(make_run(diverging_trace()))
     tables = re.findall(r"(?:^\|.*\n)+", text, flags=re.MULTILINE)
-    assert len(tables) == 5  # traces, timings, call 3's tensors, other calls, waivers
+    assert len(tables) == 6  # traces, timings, call 3's tensors, other calls, coverage, waivers
     for table in tables:
         widths = {len(re.split(r"(?<!\\)\|", row)) for row in table.splitlines()}
         assert len(widths) == 1, table  # no pipe in a cell splits it

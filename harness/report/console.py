@@ -85,6 +85,20 @@ def _summary(report: Report) -> Table:
     return table
 
 
+def _coverage(report: Report) -> Text:
+    """Every row of the coverage table on one wrapped line per kind of row."""
+    missing = [row.name for row in report.coverage if row.missing]
+    match = ", ".join(f"{row.name} {row.count}" for row in report.coverage
+                      if row.refactor == "match")
+    other = ", ".join(f"{row.name} ({row.refactor}) {row.count}" for row in report.coverage
+                      if row.refactor != "match")
+    text = Text(f"coverage, required by the gate: {match}; never exercised: "
+                f"{', '.join(missing) or 'none'}; not required: {other}")
+    if missing:
+        text.stylize("bold red")
+    return text
+
+
 def _hit_rates(report: Report) -> Table:
     table = Table(title="cache hit rate per pool", title_justify="left")
     for column in ("trace", "pool", "control", "candidate"):
@@ -161,6 +175,8 @@ class RunReport:
         yield _timings(report)
         if any(row.pool_rates for row in report.traces):
             yield _hit_rates(report)
+        if report.coverage:
+            yield _coverage(report)
         for path, note in report.notes:
             yield Text(f"note: {note}" if path is None else f"note: {path}: {note}")
         if report.causes:

@@ -261,6 +261,17 @@ def _waivers(report: Report) -> str:
     return "".join(parts) + "</section>"
 
 
+def _coverage(report: Report) -> str:
+    if not report.coverage:
+        return ""
+    rows = [[f"<code>{_e(row.name)}</code>", _e(row.refactor),
+             "<b>0 (never exercised)</b>" if row.missing else str(row.count)]
+            for row in report.coverage]
+    return ('<section id="coverage"><h2>Coverage</h2><p>Paths and quirks of legacy '
+            '(docs/coverage.md): the gate requires every <code>match</code> row.</p>'
+            + _table(["path or quirk", "refactor", "count"], rows, numeric=(2,)) + "</section>")
+
+
 def _notes(report: Report) -> str:
     items = [_e(text) if path is None else f"<code>{_e(path)}</code>: {_e(text)}"
              for path, text in report.notes]
@@ -278,7 +289,7 @@ def render_report_html(report: Report) -> str:
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_e(title)}</title><style>{_STYLE}{svg.STYLE}</style></head><body><main>"
             f"{_header(report)}{_overview(report)}{_causes(report)}{sections}"
-            f"{_waivers(report)}{_notes(report)}</main></body></html>\n")
+            f"{_coverage(report)}{_waivers(report)}{_notes(report)}</main></body></html>\n")
 
 
 def render_html(run: RunResult, *, waiver_report: Mapping[str, Any] | None = None,

@@ -188,13 +188,25 @@ def _notes(report: Report) -> list[str]:
     return ["## Notes", "", *(f"- {item}" for item in items), ""]
 
 
+def _coverage(report: Report) -> list[str]:
+    if not report.coverage:
+        return []
+    lines = ["## Coverage", "",
+             "Paths and quirks of legacy (docs/coverage.md): the gate requires every `match` row.",
+             "", "| path or quirk | refactor | count |", "|---|---|---|"]
+    lines += [f"| {_code(row.name)} | {row.refactor} | "
+              f"{'**0 (never exercised)**' if row.missing else row.count} |"
+              for row in report.coverage]
+    return lines + [""]
+
+
 def render_report_markdown(report: Report) -> str:
     """Lay out a built :class:`~harness.report.model.Report` as Markdown."""
     lines = [*_header(report), *_summary(report), *_timings(report), *_causes(report),
              *_details(report)]
     for row in report.traces:
         lines += _listed(row)
-    lines += [*_waivers(report), *_notes(report)]
+    lines += [*_coverage(report), *_waivers(report), *_notes(report)]
     while lines and lines[-1] == "":
         lines.pop()
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from harness import exit_codes
+from harness.coverage import coverage_rows
 from harness.report.facts import (call_status, decision_diff_lines, decision_or_error,
                                   engine_total, error_text, fmt_rate, format_number, short_name,
                                   tensor_cells, time_ratio, tolerance_summary, worst_tensor)
@@ -161,6 +162,27 @@ class Waivers:
 
 
 @dataclass(frozen=True, slots=True)
+class CoverageRow:
+    """One row of the coverage table (docs/coverage.md), counted over every trace of the run.
+
+    Attributes:
+        name: the path or quirk (``root_first_step``, ``quirk-4``).
+        refactor: ``match`` (required by the gate), ``fixed`` (corrected on purpose), or why
+            no trace can show it (``unobservable``, ``unreachable``, ``not_modelled``).
+        count: calls or events that exercised it (counted on the control's events).
+    """
+
+    name: str
+    refactor: str
+    count: int
+
+    @property
+    def missing(self) -> bool:
+        """A row the refactor must match that no trace exercised."""
+        return self.refactor == "match" and self.count < 1
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """Everything a report form shows, in the order the forms show it.
 
@@ -177,6 +199,7 @@ class Report:
     notes: tuple[tuple[str | None, str], ...]
     caps: Caps
     detail_groups: tuple[tuple[str | None, tuple[CallView, ...]], ...]
+    coverage: tuple[CoverageRow, ...] = ()
 
 
 def verdict_of(run: RunResult) -> Verdict:
@@ -389,4 +412,13 @@ def build_report(run: RunResult, *, waiver_report: Mapping[str, Any] | None = No
     return Report(run=run, verdict=verdict_of(run), header=_header(run), traces=rows,
                   causes=_causes(run), waivers=_waivers(run, waiver_report),
                   notes=_notes(run, notes), caps=caps,
-                  detail_groups=tuple((cause, tuple(views)) for cause, views in groups.items()))
+                  detail_groups=tuple((cause, tuple(views)) for cause, views in groups.items()),
+                  coverage=_coverage(run))
+
+
+def _coverage(run: RunResult) -> tuple[CoverageRow, ...]:
+    counts: Counter[str] = Counter()
+    for trace in run.traces:
+        counts.update(trace.coverage)
+    return tuple(CoverageRow(name, refactor, count)
+                 for name, _, refactor, count in coverage_rows(counts))
