@@ -122,6 +122,18 @@ def _without(chunks: list[tuple[Any, ...]], index: int) -> tuple[Any, ...]:
     return tuple(item for i, chunk in enumerate(chunks) if i != index for item in chunk)
 
 
+class _FirstDivergence(Exception):
+    """Stops a candidate's replay at its first divergence (a signal, not a failure)."""
+
+    def __init__(self, call: CallComparison) -> None:
+        super().__init__(call.call_index)
+        self.call = call
+
+
+def _stop_at_first(call: CallComparison) -> CallComparison:
+    raise _FirstDivergence(call)
+
+
 class _Minimizer:
     """Holds the records, the target class and the replay budget of one minimisation."""
 
@@ -131,32 +143,45 @@ class _Minimizer:
         self.workdir, self.progress = workdir, progress
         self.target: str | None = None
         self.num_replays = 0
-        self._seen: dict[tuple, bool] = {}
+        self._seen: dict[tuple, int | None] = {}  # choice -> its first divergence's position
 
     # -------------------------------------------------------------- replaying a candidate
     def first_divergence(self, indices: Sequence[int], envs: Sequence[int]) -> CallComparison | None:
+        """Replay the candidate reduction up to its first divergence (the replay stops there)."""
         path = os.path.join(self.workdir, f"candidate-{self.num_replays}.kvtrace")
-        write_records(path, self.header, self.select(indices, envs), compress_level=0)
+        write_records(path, self.header, [r for _, r in self.select(indices, envs)],
+                      compress_level=0)
         self.num_replays += 1
         try:
-            result = replay_trace(path, self.options)
+            replay_trace(path, self.options, judge=_stop_at_first)
+        except _FirstDivergence as found:
+            return found.call
         finally:
             os.remove(path)
-        return result.divergences[0] if result.divergences else None
+        return None
 
     def still_fails(self, indices: Sequence[int], envs: Sequence[int], stage: str) -> bool:
         key = (tuple(indices), tuple(envs))
         if key not in self._seen:
             found = self.first_divergence(indices, envs)
-            self._seen[key] = found is not None and found.classification == self.target
+            self._seen[key] = (found.call_index if found is not None
+                               and found.classification == self.target else None)
             if self.progress is not None:
                 self.progress(stage, len(indices), self.num_replays)
-        return self._seen[key]
+        return self._seen[key] is not None
 
-    def select(self, indices: Sequence[int], envs: Sequence[int]) -> list[_Record]:
-        keep_all = tuple(envs) == tuple(range(len(envs))) and len(envs) == self.num_envs
-        chosen = [self.records[i] if keep_all else slice_envs(self.records[i], envs) for i in indices]
-        return [record for record in chosen if record is not None]
+    def truncated(self, indices: tuple[int, ...], envs: tuple[int, ...]) -> tuple[int, ...]:
+        """``indices`` without the calls after the first divergence of that (failing) choice."""
+        assert self.still_fails(indices, envs, "truncate"), "only a failing choice is truncated"
+        last = self.select(indices, envs)[self._seen[(indices, envs)]][0]
+        return tuple(index for index in indices if index <= last)
+
+    def select(self, indices: Sequence[int], envs: Sequence[int]) -> list[tuple[int, _Record]]:
+        """The chosen records (env rows sliced), each with its index in the input trace."""
+        keep_all = tuple(envs) == tuple(range(self.num_envs))
+        chosen = [(i, self.records[i] if keep_all else slice_envs(self.records[i], envs))
+                  for i in indices]
+        return [(i, record) for i, record in chosen if record is not None]
 
     @property
     def num_envs(self) -> int:
@@ -317,9 +342,10 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
         indices = tuple(range(original.call_index + 1))
         for _ in range(max_rounds):
             before = (indices, envs)
-            indices = work.reduce_units(indices, envs)
-            indices = work.reduce_recurrent(indices, envs)
+            indices = work.truncated(work.reduce_units(indices, envs), envs)
+            indices = work.truncated(work.reduce_recurrent(indices, envs), envs)
             envs = work.reduce_envs(indices, envs)
+            indices = work.truncated(indices, envs)
             if (indices, envs) == before:
                 break
         reduced_header = {**header, "minimized_from": {
@@ -327,7 +353,7 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
             "first_divergence": original.classification, "call_index": original.call_index,
             "control": options.control, "candidate": options.candidate,
             "manager": options.manager, "kept_envs": list(envs)}}
-        kept = rerecorded(header, work.select(indices, envs), options)
+        kept = rerecorded(header, [r for _, r in work.select(indices, envs)], options)
         write_records(output_path, reduced_header, kept)
         result = replay_trace(output_path, options)
     if not result.divergences or result.divergences[0].classification != original.classification:
