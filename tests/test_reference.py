@@ -8,6 +8,7 @@ import torch
 
 from conftest import first_actions, make_config, make_legacy, make_obs
 from reference.context import SearchTree, window_length
+from reference.distance import closer_side, distance_from_reference
 from reference.world_model import UncachedWorldModel
 from unizero.world_model import InputError
 
@@ -168,3 +169,17 @@ def test_search_tree_ties_go_to_the_earliest_node() -> None:
     tree.add_child(root_node, 1, -np.ones(4, np.float32))
     found, how = tree.find_parent(np.full(4, 0.5, np.float32) - np.float32(0.5), 1)
     assert (found, how) == (a, "nearest")
+
+
+def test_distance_is_the_max_abs_error_per_shared_output() -> None:
+    found = distance_from_reference(
+        {"latent": np.array([[1.0, 2.0]]), "value_logits": np.zeros((1, 3)), "only_here": np.ones(1)},
+        {"latent": np.array([[1.5, 1.0]]), "value_logits": np.zeros((1, 2))})
+    assert found == {"latent": 1.0, "value_logits": float("inf")}
+    assert distance_from_reference({"x": np.array([np.nan])}, {"x": np.array([0.0])}) == {"x": float("inf")}
+
+
+def test_the_closer_side_is_the_one_with_the_smaller_worst_distance() -> None:
+    assert closer_side({"latent": 0.1}, {"latent": 0.3}) == "control"
+    assert closer_side({"latent": 0.3, "value_logits": 0.0}, {"latent": 0.1}) == "candidate"
+    assert closer_side({"latent": 0.2}, {"latent": 0.2 + 1e-9}) == "tie"
