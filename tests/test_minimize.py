@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.minimize import (MinimizeError, _Record, ddmin, minimize_trace, recurrent_parents,
-                              slice_envs, split_units)
+from harness.minimize import (MinimizeError, RawRecord, ddmin, minimize_trace, recurrent_parents,
+                              renumber_sources, slice_envs, split_units)
 from harness.replay import ReplayOptions
 from harness.trace import open_trace
 
 TRACE_DIR = Path(__file__).resolve().parent.parent / "scenarios" / "traces"
 
 
-def load(name: str) -> list[_Record]:
+def load(name: str) -> list[RawRecord]:
     with open_trace(TRACE_DIR / f"{name}.kvtrace") as reader:
-        return [_Record(r.kind, r.meta, r.arrays) for r in reader]
+        return [RawRecord(r.kind, r.meta, r.arrays) for r in reader]
 
 
 def test_ddmin_finds_the_one_failing_item_and_logs_a_deterministic_order() -> None:
@@ -88,3 +88,16 @@ def test_a_trace_that_does_not_diverge_is_refused_naming_it(tmp_path: Path) -> N
     with pytest.raises(MinimizeError, match="cartpole_twin_envs.kvtrace: control 'legacy' and "
                                             "candidate 'refactored' agree on every call"):
         minimize_trace(str(path), str(tmp_path / "out.kvtrace"), ReplayOptions())
+
+
+def test_recorded_latent_provenance_follows_the_kept_records_and_rows() -> None:
+    records = load("mutation_pressure")
+    recurrent = next(r for r in records if r.kind == "recurrent")
+    with_source = RawRecord(recurrent.kind, {**recurrent.meta, "inputs": {
+        **recurrent.meta["inputs"], "latent_source": [[1, 0], [1, 1]]}}, recurrent.arrays)
+    sliced = slice_envs(with_source, (1,))
+    assert sliced.meta["inputs"]["latent_source"] == [[1, 1]]
+    moved = renumber_sources(sliced, {0: 0, 1: 1, 5: 2}, {1: 0})
+    assert moved.meta["inputs"]["latent_source"] == [[1, 0]]
+    dropped = renumber_sources(sliced, {0: 0, 5: 1}, {1: 0})
+    assert dropped.meta["inputs"]["latent_source"] == [None]
