@@ -101,3 +101,9 @@ def test_recorded_latent_provenance_follows_the_kept_records_and_rows() -> None:
     assert moved.meta["inputs"]["latent_source"] == [[1, 0]]
     dropped = renumber_sources(sliced, {0: 0, 5: 1}, {1: 0})
     assert dropped.meta["inputs"]["latent_source"] == [None]
+
+
+def test_the_input_trace_is_never_the_output(tmp_path: Path) -> None:
+    path = TRACE_DIR / "mutation_pressure.kvtrace"
+    with pytest.raises(MinimizeError, match="expected an output path other than the input trace"):
+        minimize_trace(str(path), str(path), ReplayOptions())

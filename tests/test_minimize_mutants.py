@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.minimize import MANAGER_VARIABLE, minimize_trace, write_pytest
+from harness.minimize import MANAGER_VARIABLE, MinimizeProgress, minimize_trace, write_pytest
 from harness.mutants import mutant_named
 from harness.mutate import HONEST
 from harness.replay import ReplayOptions, replay_trace
@@ -31,13 +31,15 @@ def run_pytest(test_file: Path, manager: str) -> subprocess.CompletedProcess:
 def test_minimize_reduces_a_mutant_divergence_to_a_failing_pytest(name: str, tmp_path: Path) -> None:
     spec = mutant_named(name).spec
     options = ReplayOptions(manager=spec)
-    progress: list[tuple[str, int, int]] = []
+    progress: list[MinimizeProgress] = []
     out = tmp_path / f"{name.lower()}.kvtrace"
-    result = minimize_trace(str(TRACE), str(out), options,
-                            progress=lambda *args: progress.append(args))
+    result = minimize_trace(str(TRACE), str(out), options, progress=progress.append)
     assert result.num_calls_after <= min(30, result.num_calls_before // 10), result
     assert result.reduced.classification == result.original.classification
-    assert progress and progress[-1][2] == result.num_replays - 1
+    assert progress[0] == MinimizeProgress("locating", 176, 176, 0)
+    assert progress[-1].num_replays == result.num_replays - 1
+    assert result.num_calls_after in {p.num_calls for p in progress[1:]}
+    assert {p.stage for p in progress[1:]} <= {"searches", "simulations", "envs", "truncate"}
     replayed = replay_trace(str(out), options)
     assert replayed.divergences[0].classification == result.classification
     assert not replay_trace(str(out), ReplayOptions(manager=HONEST.spec)).divergences

@@ -24,9 +24,9 @@ from harness.minimize.ddmin import ddmin
 from harness.minimize.pytest_file import MANAGER_VARIABLE, write_pytest
 from harness.minimize.records import (RawRecord, recurrent_parents, renumber_sources, slice_envs,
                                       split_units, write_records)
-from harness.minimize.reduce import (MinimizeError, MinimizeResult, Progress, minimize_trace,
-                                     rerecorded)
+from harness.minimize.reduce import (MinimizeError, MinimizeProgress, MinimizeResult, Progress,
+                                     minimize_trace, rerecorded)
 
-__all__ = ["MANAGER_VARIABLE", "MinimizeError", "MinimizeResult", "Progress", "RawRecord", "ddmin",
-           "minimize_trace", "recurrent_parents", "renumber_sources", "rerecorded", "slice_envs",
-           "split_units", "write_pytest", "write_records"]
+__all__ = ["MANAGER_VARIABLE", "MinimizeError", "MinimizeProgress", "MinimizeResult", "Progress",
+           "RawRecord", "ddmin", "minimize_trace", "recurrent_parents", "renumber_sources",
+           "rerecorded", "slice_envs", "split_units", "write_pytest", "write_records"]

@@ -21,10 +21,29 @@ from harness.results import CallComparison
 from harness.trace import open_trace
 from unizero.config import WorldModelConfig
 
-__all__ = ["MinimizeError", "MinimizeResult", "Progress", "minimize_trace", "rerecorded"]
+__all__ = ["MinimizeError", "MinimizeProgress", "MinimizeResult", "Progress", "minimize_trace",
+           "rerecorded"]
 
-Progress = Callable[[str, int, int], None]
-"""``progress(stage, num_calls, num_replays)``: the stage, calls left, replays so far."""
+
+@dataclass(frozen=True, slots=True)
+class MinimizeProgress:
+    """Where a minimisation stands, after each replay.
+
+    Attributes:
+        stage: ``locating`` (the input's first divergence), then ``searches``,
+            ``simulations``, ``envs`` or ``truncate``.
+        num_calls: calls of the candidate reduction just replayed.
+        num_calls_before: calls of the input trace.
+        num_replays: replays so far.
+    """
+
+    stage: str
+    num_calls: int
+    num_calls_before: int
+    num_replays: int
+
+
+Progress = Callable[[MinimizeProgress], None]
 
 
 class MinimizeError(ValueError):
@@ -106,9 +125,12 @@ class _Minimizer:
             found = self.first_divergence(indices, envs)
             self._seen[key] = (found.call_index if found is not None
                                and found.classification == self.target else None)
-            if self.progress is not None:
-                self.progress(stage, len(indices), self.num_replays)
+            self.report(stage, len(self.select(indices, envs)))
         return self._seen[key] is not None
+
+    def report(self, stage: str, num_calls: int) -> None:
+        if self.progress is not None:
+            self.progress(MinimizeProgress(stage, num_calls, len(self.records), self.num_replays))
 
     def truncated(self, indices: tuple[int, ...], envs: tuple[int, ...]) -> tuple[int, ...]:
         """``indices`` without the calls after the first divergence of that (failing) choice."""
@@ -189,20 +211,25 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
         trace_path: a trace whose replay under ``options`` diverges.
         output_path: where the reduced trace is written (its directory must exist).
         options: control, candidate, manager, tolerances and device of the replay.
-        progress: called after each replay as ``progress(stage, num_calls, num_replays)``.
+        progress: called with a :class:`MinimizeProgress` before the first replay and after
+            each one.
         max_rounds: rounds of the three reductions at most (a round that removes nothing ends).
 
     Raises:
-        MinimizeError: the trace does not diverge under ``options``.
+        MinimizeError: the trace does not diverge under ``options``, or ``output_path`` is the
+            input itself.
         TraceError: ``trace_path`` is not a readable trace.
     """
     start = time.perf_counter()
+    if os.path.abspath(output_path) == os.path.abspath(trace_path):
+        raise MinimizeError(f"{output_path}: expected an output path other than the input trace")
     with open_trace(trace_path) as reader:
         header = dict(reader.header)
         records = [RawRecord(r.kind, r.meta, r.arrays) for r in reader]
     with tempfile.TemporaryDirectory(prefix="kvmin-") as workdir:
         work = _Minimizer(header, records, options, workdir, progress)
         envs = tuple(range(work.num_envs))
+        work.report("locating", len(records))
         original = work.first_divergence(range(len(records)), envs)
         if original is None:
             raise MinimizeError(f"{trace_path}: control {options.control!r} and candidate "
