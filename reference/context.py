@@ -63,6 +63,7 @@ class Node:
         parent: None for the root.
         action: the edge's action from the parent (-1 for the root).
         predicted: the reference's own latent for this node ``[D]`` float32.
+        predicted_key: XXH64 of ``predicted``'s bytes (a closed-loop replay passes it back).
         latent: the latent MCTS passed for this node, once it arrived as a parent.
         key: XXH64 of ``latent``'s bytes, once known.
         orphan: a top node made from a parent latent no tree knew; its context is that latent
@@ -73,6 +74,7 @@ class Node:
     parent: "Node | None"
     action: int
     predicted: np.ndarray
+    predicted_key: int
     latent: np.ndarray | None = None
     key: int | None = None
     orphan: bool = False
@@ -99,11 +101,12 @@ class SearchTree:
 
     @classmethod
     def rooted(cls, latent: np.ndarray) -> "SearchTree":
-        root = Node(0, None, -1, latent, latent, hash_state(latent))
+        key = hash_state(latent)
+        root = Node(0, None, -1, latent, key, latent, key)
         return cls([root])
 
     def add_child(self, parent: Node, action: int, predicted: np.ndarray) -> Node:
-        child = Node(parent.depth + 1, parent, action, predicted)
+        child = Node(parent.depth + 1, parent, action, predicted, hash_state(predicted))
         self.nodes.append(child)
         return child
 
@@ -115,8 +118,8 @@ class SearchTree:
             depth: the parent's depth (the call's search depth minus one), None if unknown.
 
         Returns:
-            ``(node, how)`` with ``how`` one of ``exact`` (bytes of an identified node or of a
-            node's own prediction), ``nearest`` (nearest unidentified node of that depth) or
+            ``(node, how)`` with ``how`` one of ``exact`` (bytes of an identified node, or of a
+            node's own prediction, which a closed-loop replay passes back), ``nearest`` (nearest unidentified node of that depth) or
             ``orphan`` (no candidate: a new orphan top node holding ``latent``).
         """
         key = hash_state(latent)
@@ -124,10 +127,10 @@ class SearchTree:
         for node in same_depth:
             if node.key == key:
                 return node, "exact"
+        for node in same_depth:
+            if node.predicted_key == key:  # the reference's own latent (a closed loop)
+                return (node if node.key is not None else self._identify(node, latent, key)), "exact"
         pending = [n for n in same_depth if n.key is None]
-        for node in pending:
-            if hash_state(node.predicted) == key:
-                return self._identify(node, latent, key), "exact"
         if pending:
             target = latent.astype(np.float64)
             distances = [float(np.sum((n.predicted.astype(np.float64) - target) ** 2))
@@ -137,7 +140,7 @@ class SearchTree:
         for node in self.nodes:
             if node.key == key:
                 return node, "exact"
-        orphan = Node(depth or 0, None, -1, latent.copy(), latent.copy(), key, orphan=True)
+        orphan = Node(depth or 0, None, -1, latent.copy(), key, latent.copy(), key, orphan=True)
         self.nodes.append(orphan)
         return orphan, "orphan"
 

@@ -107,3 +107,15 @@ def test_the_input_trace_is_never_the_output(tmp_path: Path) -> None:
     path = TRACE_DIR / "mutation_pressure.kvtrace"
     with pytest.raises(MinimizeError, match="expected an output path other than the input trace"):
         minimize_trace(str(path), str(path), ReplayOptions())
+
+
+def test_a_reanalysis_block_is_one_unit_from_switch_on_to_switch_off() -> None:
+    records = load("cartpole_pool_pressure")
+    units = split_units(records, range(len(records)))
+    blocks = [unit for unit in units if records[unit[0]].kind == "reanalyze"]
+    assert blocks
+    for unit in blocks:
+        kinds = [records[i].kind for i in unit]
+        assert kinds[0] == kinds[-1] == "reanalyze" and kinds[1] == "root"
+        assert [records[unit[0]].meta["inputs"]["on"], records[unit[-1]].meta["inputs"]["on"]] == [True, False]
+        assert set(kinds[2:-1]) == {"recurrent"}

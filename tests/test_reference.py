@@ -183,3 +183,13 @@ def test_the_closer_side_is_the_one_with_the_smaller_worst_distance() -> None:
     assert closer_side({"latent": 0.1}, {"latent": 0.3}) == "control"
     assert closer_side({"latent": 0.3, "value_logits": 0.0}, {"latent": 0.1}) == "candidate"
     assert closer_side({"latent": 0.2}, {"latent": 0.2 + 1e-9}) == "tie"
+
+
+def test_a_closed_loop_parent_is_found_by_the_references_own_latent_after_recorded_naming() -> None:
+    reference = make_reference()
+    out = root(reference, 0)
+    child = expand(reference, out.latent, 1, 1)
+    reference.note_recorded_latents(child.latent.numpy() + np.float32(0.25))
+    expand(reference, child.latent, 2, 2)  # its own prediction, as a closed loop feeds it
+    (parent, _), = reference.last_expansions
+    assert parent.action == 1 and reference.stats()["parent_exact"] == 2
