@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["distance_from_reference", "closer_side"]
+__all__ = ["distance_from_reference", "max_distance", "closer_side"]
 
 
 def distance_from_reference(outputs: Mapping[str, np.ndarray],
@@ -30,6 +30,16 @@ def distance_from_reference(outputs: Mapping[str, np.ndarray],
         error = np.abs(actual - expected)
         out[name] = float(error.max()) if np.isfinite(error).all() else math.inf
     return out
+
+
+def max_distance(outputs: Mapping[str, np.ndarray],
+                 reference: Mapping[str, np.ndarray]) -> float | None:
+    """The largest :func:`distance_from_reference` over the call's outputs; None when there is
+    no shared output or a distance is not finite (a report then shows the side unmeasured)."""
+    distances = distance_from_reference(outputs, reference)
+    if not distances or not all(math.isfinite(value) for value in distances.values()):
+        return None
+    return max(distances.values())
 
 
 def closer_side(control: Mapping[str, float], candidate: Mapping[str, float],

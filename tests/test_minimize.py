@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from harness.minimize import (MinimizeError, RawRecord, ddmin, minimize_trace, recurrent_parents,
                               renumber_sources, slice_envs, split_units)
+from harness.mutants import mutant_named
 from harness.replay import ReplayOptions
 from harness.trace import open_trace
 
@@ -86,8 +88,16 @@ def test_an_episode_end_clear_of_a_dropped_env_is_dropped_and_others_renumbered(
 def test_a_trace_that_does_not_diverge_is_refused_naming_it(tmp_path: Path) -> None:
     path = TRACE_DIR / "cartpole_twin_envs.kvtrace"
     with pytest.raises(MinimizeError, match="cartpole_twin_envs.kvtrace: control 'legacy' and "
-                                            "candidate 'refactored' agree on every call"):
+                                            "candidate 'refactored' have no unwaived divergence"):
         minimize_trace(str(path), str(tmp_path / "out.kvtrace"), ReplayOptions())
+
+
+def test_waived_divergences_are_not_minimised(tmp_path: Path) -> None:
+    path = TRACE_DIR / "mutation_pressure.kvtrace"
+    options = ReplayOptions(manager=mutant_named("WrongBytesKey").spec)
+    with pytest.raises(MinimizeError, match="no unwaived divergence"):
+        minimize_trace(str(path), str(tmp_path / "out.kvtrace"), options,
+                       judge=lambda call: dataclasses.replace(call, waiver_id="all"))
 
 
 def test_recorded_latent_provenance_follows_the_kept_records_and_rows() -> None:

@@ -8,7 +8,7 @@ import torch
 
 from conftest import first_actions, make_config, make_legacy, make_obs
 from reference.context import SearchTree, window_length
-from reference.distance import closer_side, distance_from_reference
+from reference.distance import closer_side, distance_from_reference, max_distance
 from reference.world_model import UncachedWorldModel
 from unizero.world_model import InputError
 
@@ -193,3 +193,11 @@ def test_a_closed_loop_parent_is_found_by_the_references_own_latent_after_record
     expand(reference, child.latent, 2, 2)  # its own prediction, as a closed loop feeds it
     (parent, _), = reference.last_expansions
     assert parent.action == 1 and reference.stats()["parent_exact"] == 2
+
+
+def test_the_max_distance_is_unmeasured_when_not_finite_or_nothing_is_shared() -> None:
+    reference = {"latent": np.zeros((1, 2)), "value_logits": np.zeros((1, 3))}
+    assert max_distance({"latent": np.array([[0.5, -2.0]]), "value_logits": np.ones((1, 3))},
+                        reference) == 2.0
+    assert max_distance({"latent": np.array([[np.inf, 0.0]])}, reference) is None
+    assert max_distance({}, reference) is None

@@ -21,8 +21,8 @@ from harness.results import CallComparison
 from harness.trace import open_trace
 from unizero.config import WorldModelConfig
 
-__all__ = ["MinimizeError", "MinimizeProgress", "MinimizeResult", "Progress", "minimize_trace",
-           "rerecorded"]
+__all__ = ["Judge", "MinimizeError", "MinimizeProgress", "MinimizeResult", "Progress",
+           "minimize_trace", "rerecorded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,25 @@ class MinimizeResult:
         return self.num_calls_after / self.num_calls_before
 
 
+def _reduced_header(header: dict[str, Any], trace_path: str, num_calls: int,
+                    original: CallComparison, options: ReplayOptions,
+                    envs: tuple[int, ...]) -> dict[str, Any]:
+    """The input's header plus where the reduced trace came from."""
+    return {**header, "minimized_from": {
+        "trace": os.path.basename(trace_path), "num_calls": num_calls,
+        "first_divergence": original.classification, "call_index": original.call_index,
+        "control": options.control, "candidate": options.candidate, "manager": options.manager,
+        "kept_envs": list(envs)}}
+
+
+def same_failure(found: CallComparison, original: CallComparison) -> bool:
+    """The same first-divergence class and, where causal attribution labelled the original,
+    the same cause."""
+    cause = getattr(original, "cause", None)  # only results of an attributed run carry a cause
+    return found.classification == original.classification and (
+        cause is None or getattr(found, "cause", None) == cause)
+
+
 class _FirstDivergence(Exception):
     """Stops a candidate's replay at its first divergence (a signal, not a failure)."""
 
@@ -89,18 +108,18 @@ class _FirstDivergence(Exception):
         self.call = call
 
 
-def _stop_at_first(call: CallComparison) -> CallComparison:
-    raise _FirstDivergence(call)
+Judge = Callable[[CallComparison], CallComparison]
+"""Marks a divergence waived (or not), as :func:`harness.replay.replay_trace` takes it."""
 
 
 class _Minimizer:
-    """Holds the records, the target class and the replay budget of one minimisation."""
+    """Holds the records, the divergence to keep and the replays of one minimisation."""
 
     def __init__(self, header: dict[str, Any], records: list[RawRecord], options: ReplayOptions,
-                 workdir: str, progress: Progress | None) -> None:
-        self.header, self.records, self.options = header, records, options
+                 workdir: str, progress: Progress | None, judge: Judge | None) -> None:
+        self.header, self.records, self.options, self.judge = header, records, options, judge
         self.workdir, self.progress = workdir, progress
-        self.target: str | None = None
+        self.target: CallComparison | None = None
         self.num_replays = 0
         self._seen: dict[tuple, int | None] = {}  # choice -> its first divergence's position
 
@@ -110,21 +129,32 @@ class _Minimizer:
         path = os.path.join(self.workdir, f"candidate-{self.num_replays}.kvtrace")
         write_records(path, self.header, [r for _, r in self.select(indices, envs)],
                       compress_level=0)
-        self.num_replays += 1
         try:
-            replay_trace(path, self.options, judge=_stop_at_first)
-        except _FirstDivergence as found:
-            return found.call
+            return self.first_divergence_of(path)
         finally:
             os.remove(path)
+
+    def first_divergence_of(self, path: str) -> CallComparison | None:
+        """The first unwaived divergence of the trace at ``path`` (its replay stops there)."""
+        self.num_replays += 1
+        try:
+            replay_trace(path, self.options, judge=self._stop_at_unwaived)
+        except _FirstDivergence as found:
+            return found.call
         return None
+
+    def _stop_at_unwaived(self, call: CallComparison) -> CallComparison:
+        judged = self.judge(call) if self.judge is not None else call
+        if not judged.waived:
+            raise _FirstDivergence(judged)
+        return judged
 
     def still_fails(self, indices: Sequence[int], envs: Sequence[int], stage: str) -> bool:
         key = (tuple(indices), tuple(envs))
         if key not in self._seen:
             found = self.first_divergence(indices, envs)
             self._seen[key] = (found.call_index if found is not None
-                               and found.classification == self.target else None)
+                               and same_failure(found, self.target) else None)
             self.report(stage, len(self.select(indices, envs)))
         return self._seen[key] is not None
 
@@ -204,13 +234,16 @@ def rerecorded(header: dict[str, Any], records: Sequence[RawRecord], options: Re
 
 
 def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
-                   progress: Progress | None = None, max_rounds: int = 3) -> MinimizeResult:
+                   judge: Judge | None = None, progress: Progress | None = None,
+                   max_rounds: int = 3) -> MinimizeResult:
     """Reduce ``trace_path`` to a small trace at ``output_path`` that diverges the same way.
 
     Args:
         trace_path: a trace whose replay under ``options`` diverges.
         output_path: where the reduced trace is written (its directory must exist).
         options: control, candidate, manager, tolerances and device of the replay.
+        judge: waives expected divergences (e.g. from a waivers file); the minimiser keeps the
+            first *unwaived* divergence. None: every divergence counts.
         progress: called with a :class:`MinimizeProgress` before the first replay and after
             each one.
         max_rounds: rounds of the three reductions at most (a round that removes nothing ends).
@@ -227,14 +260,15 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
         header = dict(reader.header)
         records = [RawRecord(r.kind, r.meta, r.arrays) for r in reader]
     with tempfile.TemporaryDirectory(prefix="kvmin-") as workdir:
-        work = _Minimizer(header, records, options, workdir, progress)
+        work = _Minimizer(header, records, options, workdir, progress, judge)
         envs = tuple(range(work.num_envs))
         work.report("locating", len(records))
         original = work.first_divergence(range(len(records)), envs)
         if original is None:
             raise MinimizeError(f"{trace_path}: control {options.control!r} and candidate "
-                                f"{options.candidate!r} agree on every call; nothing to minimise")
-        work.target = original.classification
+                                f"{options.candidate!r} have no unwaived divergence; "
+                                f"nothing to minimise")
+        work.target = original
         indices = tuple(range(original.call_index + 1))
         for _ in range(max_rounds):
             before = (indices, envs)
@@ -244,17 +278,13 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
             indices = work.truncated(indices, envs)
             if (indices, envs) == before:
                 break
-        reduced_header = {**header, "minimized_from": {
-            "trace": os.path.basename(trace_path), "num_calls": len(records),
-            "first_divergence": original.classification, "call_index": original.call_index,
-            "control": options.control, "candidate": options.candidate,
-            "manager": options.manager, "kept_envs": list(envs)}}
         kept = rerecorded(header, [r for _, r in work.select(indices, envs)], options)
-        write_records(output_path, reduced_header, kept)
-        result = replay_trace(output_path, options)
-    if not result.divergences or result.divergences[0].classification != original.classification:
-        raise MinimizeError(f"{output_path}: the re-recorded reduction no longer diverges as "
-                            f"{original.classification!r}; this is a minimiser bug, please report it")
+        write_records(output_path, _reduced_header(header, trace_path, len(records), original,
+                                                   options, envs), kept)
+        reduced = work.first_divergence_of(output_path)
+    assert reduced is not None and same_failure(reduced, original), (
+        f"{output_path}: the re-recorded reduction diverges as {reduced} instead of "
+        f"{original.classification!r}: the replay is not deterministic")
     return MinimizeResult(trace_path, output_path, len(records), len(kept),
-                          original.classification, original, result.divergences[0], envs,
-                          work.num_replays + 1, time.perf_counter() - start)
+                          original.classification, original, reduced, envs,
+                          work.num_replays, time.perf_counter() - start)
