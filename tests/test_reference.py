@@ -25,10 +25,10 @@ def max_error(first, second) -> float:
     return max(float((first.as_dict()[name] - second.as_dict()[name]).abs().max()) for name in OUTPUTS)
 
 
-def root(model, step: int, rows: int = 1, actions=None):
+def root(model, step: int, rows: int = 1):
     """Root call ``step`` of a fixed observation stream (``step`` 0 is a first step)."""
     last = make_obs(100 + step - 1, rows) if step else np.zeros((rows, 4), np.float32)
-    acts = first_actions(rows) if step == 0 else (actions or [step % 3] * rows)
+    acts = first_actions(rows) if step == 0 else [step % 3] * rows
     return model.initial_inference(last, acts, make_obs(100 + step, rows), np.zeros(rows, np.int64))
 
 
@@ -61,12 +61,11 @@ def test_untrimmed_unpadded_calls_equal_legacy_a_full_forward_being_what_its_cac
 
 def test_past_legacy_trim_the_reference_departs_by_design() -> None:
     legacy, reference = make_legacy(), make_reference()
-    errors = []
-    for model in (legacy, reference):
-        roots = [root(model, step) for step in range(4)]  # root contexts 1, 3, 5, 7 -> trimmed to 5
-        errors.append(roots)
-    assert max_error(errors[0][2], errors[1][2]) < 1e-5
-    assert max_error(errors[0][3], errors[1][3]) < 1e-5   # the forward itself saw 7 tokens
+    # Root contexts grow 1, 3, 5, 7; legacy stores the 7-token one trimmed to 5.
+    legacy_roots, reference_roots = ([root(model, step) for step in range(4)]
+                                     for model in (legacy, reference))
+    assert max_error(legacy_roots[2], reference_roots[2]) < 1e-5
+    assert max_error(legacy_roots[3], reference_roots[3]) < 1e-5  # that forward saw all 7
     after_trim = [root(model, 4) for model in (legacy, reference)]
     assert max_error(*after_trim) > 1e-4
 
