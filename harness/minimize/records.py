@@ -114,6 +114,7 @@ def renumber_sources(record: RawRecord, positions: dict[int, int], rows: dict[in
 
 def write_records(path: str, header: dict[str, Any], records: Sequence[RawRecord], *,
                   compress_level: int = 6) -> None:
+    """Write ``records`` after ``header`` as a finished trace at ``path``."""
     with TraceWriter(path, header, compress_level=compress_level) as writer:
         for record in records:
             writer.append(record.kind, record.meta, record.arrays)

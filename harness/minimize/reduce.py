@@ -164,7 +164,8 @@ class _Minimizer:
 
     def truncated(self, indices: tuple[int, ...], envs: tuple[int, ...]) -> tuple[int, ...]:
         """``indices`` without the calls after the first divergence of that (failing) choice."""
-        assert self.still_fails(indices, envs, "truncate"), "only a failing choice is truncated"
+        fails = self.still_fails(indices, envs, "truncate")
+        assert fails, f"only a failing choice is truncated, not {len(indices)} calls of envs {envs}"
         last = self.select(indices, envs)[self._seen[(indices, envs)]][0]
         return tuple(index for index in indices if index <= last)
 
