@@ -84,8 +84,10 @@ class MinimizeResult:
 def _reduced_header(header: dict[str, Any], trace_path: str, num_calls: int,
                     original: CallComparison, options: ReplayOptions,
                     envs: tuple[int, ...]) -> dict[str, Any]:
-    """The input's header plus where the reduced trace came from."""
-    return {**header, "minimized_from": {
+    """The input's header plus where the reduced trace came from; its outputs and events are
+    the control's (re-recorded) unless the control is ``golden``."""
+    engine = header.get("engine") if options.control == "golden" else options.control
+    return {**header, "engine": engine, "minimized_from": {
         "trace": os.path.basename(trace_path), "num_calls": num_calls,
         "first_divergence": original.classification, "call_index": original.call_index,
         "control": options.control, "candidate": options.candidate, "manager": options.manager,
