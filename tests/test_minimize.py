@@ -129,3 +129,13 @@ def test_a_reanalysis_block_is_one_unit_from_switch_on_to_switch_off() -> None:
         assert kinds[0] == kinds[-1] == "reanalyze" and kinds[1] == "root"
         assert [records[unit[0]].meta["inputs"]["on"], records[unit[-1]].meta["inputs"]["on"]] == [True, False]
         assert set(kinds[2:-1]) == {"recurrent"}
+
+
+def test_a_spent_replay_budget_keeps_the_smallest_failing_reduction_found(tmp_path: Path) -> None:
+    path = TRACE_DIR / "mutation_pressure.kvtrace"
+    options = ReplayOptions(manager=mutant_named("EpisodeEndClearsNeighbour").spec)
+    result = minimize_trace(str(path), str(tmp_path / "out.kvtrace"), options, max_replays=3)
+    assert result.budget_exhausted
+    assert result.num_replays == 4  # three during the reduction, then the written trace's check
+    assert result.reduced.classification == result.original.classification == "decision"
+    assert result.num_calls_after <= result.original.call_index + 1

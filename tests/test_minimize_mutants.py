@@ -39,7 +39,7 @@ def test_minimize_reduces_a_mutant_divergence_to_a_failing_pytest(name: str, tmp
     assert progress[0] == MinimizeProgress("locating", 176, 176, 0)
     assert progress[-1].num_replays == result.num_replays - 1
     assert result.num_calls_after in {p.num_calls for p in progress[1:]}
-    assert {p.stage for p in progress[1:]} <= {"searches", "simulations", "envs", "truncate"}
+    assert {p.stage for p in progress[1:]} <= {"searches", "simulations", "envs"}
     replayed = replay_trace(str(out), options)
     assert replayed.divergences[0].classification == result.classification
     assert not replay_trace(str(out), ReplayOptions(manager=HONEST.spec)).divergences

@@ -31,7 +31,7 @@ class MinimizeProgress:
 
     Attributes:
         stage: ``locating`` (the input's first divergence), then ``searches``,
-            ``simulations``, ``envs`` or ``truncate``.
+            ``simulations`` or ``envs``.
         num_calls: calls of the candidate reduction just replayed.
         num_calls_before: calls of the input trace.
         num_replays: replays so far.
@@ -62,6 +62,8 @@ class MinimizeResult:
         kept_envs: the input's env positions the reduced trace keeps, in order.
         num_replays: replays run (the check of each candidate reduction is one).
         elapsed_s: wall time.
+        budget_exhausted: the replay budget ran out; the result is the smallest failing
+            reduction found by then, not a 1-minimal one.
     """
 
     trace_path: str
@@ -74,6 +76,7 @@ class MinimizeResult:
     kept_envs: tuple[int, ...]
     num_replays: int
     elapsed_s: float
+    budget_exhausted: bool = False
 
     @property
     def ratio(self) -> float:
@@ -118,9 +121,11 @@ class _Minimizer:
     """Holds the records, the divergence to keep and the replays of one minimisation."""
 
     def __init__(self, header: dict[str, Any], records: list[RawRecord], options: ReplayOptions,
-                 workdir: str, progress: Progress | None, judge: Judge | None) -> None:
+                 workdir: str, progress: Progress | None, judge: Judge | None,
+                 max_replays: int) -> None:
         self.header, self.records, self.options, self.judge = header, records, options, judge
-        self.workdir, self.progress = workdir, progress
+        self.workdir, self.progress, self.max_replays = workdir, progress, max_replays
+        self.budget_exhausted = False
         self.target: CallComparison | None = None
         self.num_replays = 0
         self._seen: dict[tuple, int | None] = {}  # choice -> its first divergence's position
@@ -153,6 +158,9 @@ class _Minimizer:
 
     def still_fails(self, indices: Sequence[int], envs: Sequence[int], stage: str) -> bool:
         key = (tuple(indices), tuple(envs))
+        if key not in self._seen and self.num_replays >= self.max_replays:
+            self.budget_exhausted = True  # keep what fails so far; try nothing new
+            return False
         if key not in self._seen:
             found = self.first_divergence(indices, envs)
             self._seen[key] = (found.call_index if found is not None
@@ -165,10 +173,12 @@ class _Minimizer:
             self.progress(MinimizeProgress(stage, num_calls, len(self.records), self.num_replays))
 
     def truncated(self, indices: tuple[int, ...], envs: tuple[int, ...]) -> tuple[int, ...]:
-        """``indices`` without the calls after the first divergence of that (failing) choice."""
-        fails = self.still_fails(indices, envs, "truncate")
-        assert fails, f"only a failing choice is truncated, not {len(indices)} calls of envs {envs}"
-        last = self.select(indices, envs)[self._seen[(indices, envs)]][0]
+        """``indices`` without the calls after the first divergence of that failing choice (as
+        it is when that choice was never replayed: the input's prefix)."""
+        position = self._seen.get((indices, envs))
+        if position is None:
+            return indices
+        last = self.select(indices, envs)[position][0]
         return tuple(index for index in indices if index <= last)
 
     def select(self, indices: Sequence[int], envs: Sequence[int]) -> list[tuple[int, RawRecord]]:
@@ -238,7 +248,7 @@ def rerecorded(header: dict[str, Any], records: Sequence[RawRecord], options: Re
 
 def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
                    judge: Judge | None = None, progress: Progress | None = None,
-                   max_rounds: int = 3) -> MinimizeResult:
+                   max_rounds: int = 3, max_replays: int = 400) -> MinimizeResult:
     """Reduce ``trace_path`` to a small trace at ``output_path`` that diverges the same way.
 
     Args:
@@ -250,6 +260,8 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
         progress: called with a :class:`MinimizeProgress` before the first replay and after
             each one.
         max_rounds: rounds of the three reductions at most (a round that removes nothing ends).
+        max_replays: candidate replays at most; then the smallest failing reduction found so
+            far is written and ``budget_exhausted`` is set.
 
     Raises:
         MinimizeError: the trace does not diverge under ``options``, or ``output_path`` is the
@@ -263,7 +275,7 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
         header = dict(reader.header)
         records = [RawRecord(r.kind, r.meta, r.arrays) for r in reader]
     with tempfile.TemporaryDirectory(prefix="kvmin-") as workdir:
-        work = _Minimizer(header, records, options, workdir, progress, judge)
+        work = _Minimizer(header, records, options, workdir, progress, judge, max_replays)
         envs = tuple(range(work.num_envs))
         work.report("locating", len(records))
         original = work.first_divergence(range(len(records)), envs)
@@ -290,4 +302,4 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
         f"{original.classification!r}: the replay is not deterministic")
     return MinimizeResult(trace_path, output_path, len(records), len(kept),
                           original.classification, original, reduced, envs,
-                          work.num_replays, time.perf_counter() - start)
+                          work.num_replays, time.perf_counter() - start, work.budget_exhausted)
