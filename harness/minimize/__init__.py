@@ -14,12 +14,12 @@ deterministic, so the calls after the first diverging one are dropped at once; t
 3. envs: their rows of every call, their episode-end clears and their cache events (the
    envs left are renumbered in order, as the world models index envs by batch position);
 
-and repeats 1-3 until a round removes nothing (or a replay budget runs out: the smallest failing
-reduction found so far is then kept). With a judge (waivers), the first *unwaived* divergence
-is the one kept. The initial weights record always stays. The
-kept calls are finally re-recorded by the control engine, so the reduced trace's outputs and
-events are what the control produces on exactly those inputs. No argparse, no printing:
-progress goes to a callback.
+and repeats 1-3 until a round removes nothing (or a replay budget runs out: the smallest
+failing reduction found so far is then kept). With a judge (waivers), the first *unwaived*
+divergence is the one kept. The initial weights record always stays. The kept calls are
+finally re-recorded by the control engine, so the reduced trace's outputs and events are what
+the control produces on exactly those inputs. No argparse, no printing: progress goes to a
+callback.
 """
 
 from harness.minimize.ddmin import ddmin
