@@ -22,7 +22,9 @@ from harness.compare.call import compare_observations
 from harness.compare.tensors import NoiseFloor
 from harness.coverage import CoverageCounter
 from harness.observation import Observation
-from harness.results import CallComparison, EngineTiming, PoolStats, TraceResult
+from harness.results import (CallComparison, EngineTiming, PoolStats, ReferenceDistance,
+                             TraceResult)
+from reference.distance import max_distance
 from unizero.events import Lookup, Store
 
 __all__ = ["TraceAccumulator", "Judge", "Explain", "lookup_counts"]
@@ -111,13 +113,16 @@ class TraceAccumulator:
         self.num_unwaived = self.num_waived = 0
 
     def observe(self, recorded: RecordedCall, control: Observation, candidate: Observation, *,
-                drifted: bool = False) -> CallComparison | None:
+                drifted: bool = False,
+                reference: Observation | None = None) -> CallComparison | None:
         """Judge one call; return its (judged) divergence, None when the two agree.
 
         Args:
             drifted: the two engines were fed different latents (closed loop: each its own
                 earlier output). A decision-only divergence there has cause ``latent-drift``:
                 the cache keys differ because the latents differ in their last bits.
+            reference: the uncached reference's observation of the call: a divergence then
+                records how far each side is from it.
         """
         self.num_calls += 1
         self._samples[(self.control, recorded.kind)].append(control.elapsed_s)
@@ -142,7 +147,10 @@ class TraceAccumulator:
                                tensor_divergences=verdict.tensor_divergences,
                                event_divergence=verdict.event_divergence,
                                engine_error=verdict.engine_error, cause=cause,
-                               findings=findings)
+                               findings=findings,
+                               reference=None if reference is None else ReferenceDistance(
+                                   max_distance(control.outputs, reference.outputs),
+                                   max_distance(candidate.outputs, reference.outputs)))
         if self.judge is not None:
             found = self.judge(found)
         if found.waived:

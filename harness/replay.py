@@ -50,6 +50,9 @@ class ReplayOptions:
     loop: Loop = "open"
     limits: Limits = DEFAULT_LIMITS
     explain: bool = True
+    reference: str | None = None
+    """An engine every call is also replayed through (``uncached``): each divergence then says
+    how far control and candidate are from it."""
     """Label each divergence's cause by counterfactual controls (:mod:`harness.causes`) when
     the control is legacy (or its recording, ``golden``)."""
 
@@ -97,31 +100,38 @@ def replay_trace(path: str, options: ReplayOptions, *, judge: Judge | None = Non
             raise TraceError(path, f"header.schema: expected {TRACE_SCHEMA!r}, got {found!r}")
         config = config_from_header(header, path, options.limits)
         control, candidate = _build_engines(config, options)
-        labeller = (CauseLabeller(path, config, policy=options.policy, device=options.device,
-                                  limits=options.limits)
-                    if options.explain and not options.self_check
-                    and options.control in EXPLAINED_CONTROLS else None)
+        reference: Engine | None = None
+        labeller: CauseLabeller | None = None
         try:
-            return _replay(path, reader, control, candidate, options, judge, progress, labeller)
+            if options.reference is not None:
+                reference = build_engine(options.reference, config, device=options.device)
+            if options.explain and not options.self_check \
+                    and options.control in EXPLAINED_CONTROLS:
+                labeller = CauseLabeller(path, config, policy=options.policy,
+                                         device=options.device, limits=options.limits)
+            return _replay(path, reader, {"control": control, "candidate": candidate,
+                                          "reference": reference}, options, judge, progress,
+                           labeller)
         finally:
-            control.close()
-            candidate.close()
+            for engine in (control, candidate, reference):
+                if engine is not None:
+                    engine.close()
             if labeller is not None:
                 labeller.close()
 
 
-def _replay(path: str, reader: TraceReader, control: Engine, candidate: Engine,
+def _replay(path: str, reader: TraceReader, engines: dict[str, Engine | None],
             options: ReplayOptions, judge: Judge | None,
             progress: Callable[[int, int], None] | None,
             labeller: CauseLabeller | None) -> TraceResult:
-    """The replay loop over an open trace, with both engines built."""
+    """The replay loop over an open trace, with the engines built (``reference`` optional)."""
+    control, candidate, reference = engines["control"], engines["candidate"], engines["reference"]
     explain = (None if labeller is None
                else lambda recorded, observed: labeller.label(recorded.index, observed))
     accumulator = TraceAccumulator(path, control.name, candidate.name, options.policy,
                                    judge=judge, max_kept=options.max_kept, explain=explain)
     loop = ClosedLoop() if options.loop == "closed" else None
     latent_tol = options.policy.tolerance_for("latent", "float32")
-    engines = {"control": control, "candidate": candidate}
     for record in reader:
         recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
                                     where=path)
@@ -135,6 +145,7 @@ def _replay(path: str, reader: TraceReader, control: Engine, candidate: Engine,
         if loop is not None:
             loop.record(recorded)
         accumulator.observe(recorded, observed["control"], observed["candidate"],
+                            reference=None if reference is None else reference.apply(recorded),
                             drifted=ClosedLoop.drifted(fed["control"], fed["candidate"],
                                                        latent_tol.rtol, latent_tol.atol))
         if progress:

@@ -88,7 +88,7 @@ def run_comparison(paths: Sequence[str], options: ReplayOptions, *, waivers_path
     return RunResult(created_at=created, control_engine=options.control,
                      candidate_engine=candidate_name(options), manager_spec=options.manager,
                      tolerances=options.policy.to_dict(), traces=tuple(results),
-                     loop=options.loop)
+                     loop=options.loop, reference_engine=options.reference)
 
 
 def load_run(path: str) -> RunResult:

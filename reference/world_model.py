@@ -26,14 +26,14 @@ from reference.context import (ACTION, LATENT, OBS, Node, SearchTree, Token, lat
                                window_length)
 from unizero.config import WorldModelConfig
 from unizero.hashing import hash_state
-from unizero.world_model import BaseWorldModel, InferenceOutput, InputError
+from unizero.world_model import InferenceOutput, InputError, WorldModelCore
 
 __all__ = ["UncachedWorldModel"]
 
 _RESOLUTIONS = ("exact", "nearest", "orphan")
 
 
-class UncachedWorldModel(BaseWorldModel):
+class UncachedWorldModel(WorldModelCore):
     """The uncached reference: same constructor and API as the legacy and refactored models.
 
     Attributes:

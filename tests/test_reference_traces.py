@@ -59,7 +59,7 @@ def test_the_reference_answers_every_call_of_every_bundled_trace(path: Path) -> 
         num_answered += bool(outputs)
         num_equal += bool(outputs) and not departed
     stats = model.stats()
-    assert num_answered > 100
-    assert num_equal >= 3
+    assert num_answered == sum(r.kind in ("root", "recurrent") for r, _ in calls) > 0
+    assert num_equal >= 1  # at least the first root step, before anything can depart
     assert stats["parent_nearest"] == stats["parent_orphan"] == 0, stats
     assert stats["parent_exact"] > 0

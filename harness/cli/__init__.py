@@ -39,7 +39,8 @@ def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
             "compare": commands.cmd_compare, "merge": commands.cmd_merge,
             "rejudge": commands.cmd_rejudge,
             "live": commands.cmd_live, "gate": phases.cmd_gate,
-            "rollout": phases.cmd_rollout, "mutate": phases.cmd_mutate}
+            "rollout": phases.cmd_rollout, "mutate": phases.cmd_mutate,
+            "minimize": phases.cmd_minimize}
 
 
 def _one_line(exc: BaseException) -> str:

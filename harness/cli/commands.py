@@ -158,7 +158,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     options = ReplayOptions(control=args.control, candidate=args.candidate, manager=args.manager,
                             policy=build_policy(args.tolerances, args.tol, args.nan),
                             device=args.device, self_check=args.self_check, loop=args.loop,
-                            limits=apply_limit_options(args.limit))
+                            limits=apply_limit_options(args.limit), reference=args.reference)
     waivers = load_waivers(args.waivers)
     console = make_console()
     with make_progress(console) as progress:

@@ -69,6 +69,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser("compare", help="replay traces through control and candidate")
     compare.add_argument("traces", nargs="*", help="trace files or folders (default: bundled)")
     _add_compare_options(compare)
+    compare.add_argument("--reference", choices=("uncached",),
+                         help="also replay every call through the uncached reference (a full "
+                              "recompute, no cache); each divergence shows how far each side is "
+                              "from it (docs/reference.md)")
     compare.add_argument("--self-check", action="store_true",
                          help="replay the control against a fresh copy of itself")
     compare.add_argument("--json", metavar="PATH", help="JSON report path (default reports/compare.json)")
@@ -135,6 +139,26 @@ def _add_live_and_mutate(sub: argparse._SubParsersAction) -> None:
     _add_limit_option(mutate)
 
 
+def _add_minimize(sub: argparse._SubParsersAction) -> None:
+    minimize = sub.add_parser("minimize", help="reduce a diverging trace to a small one that "
+                                               "diverges the same way (and a pytest file)")
+    minimize.add_argument("trace", help="a trace that diverges under the engines given")
+    minimize.add_argument("-o", "--output", required=True, help="the reduced trace to write")
+    minimize.add_argument("--pytest", metavar="PATH",
+                          help="also write a self-contained pytest file that replays the reduced "
+                               "trace and fails until the bug is fixed")
+    minimize.add_argument("--control", default="legacy", help="control engine")
+    minimize.add_argument("--candidate", default="refactored", help="candidate engine")
+    minimize.add_argument("--manager", help="package.module:Class replacing the refactored "
+                                            "KVCacheManager")
+    minimize.add_argument("--waivers", metavar="FILE", help="waiver file (default: waivers.toml)")
+    minimize.add_argument("--loop", choices=("open", "closed"), default="open")
+    minimize.add_argument("--max-replays", type=int, default=400,
+                          help="replays at most; then the smallest failing reduction is kept")
+    minimize.add_argument("--device", default="cpu")
+    _add_limit_option(minimize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m harness",
                      description="kvmigrate: legacy vs refactored KV cache harness")
@@ -147,4 +171,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_gate(sub)
     _add_live_and_mutate(sub)
+    _add_minimize(sub)
     return parser

@@ -12,13 +12,18 @@ from harness import exit_codes, rollout
 from harness.cli.console import make_console, make_progress, replay_progress
 from harness.errors import UsageError
 from harness.limits import apply_limit_options
+from harness.engines import check_engine_options
+from harness.fileio import check_output_path
+from harness.minimize import minimize_trace, write_pytest
+from harness.replay import ReplayOptions
+from harness.waivers import load_waivers
 from harness.gate import GateResult, default_signoff_path, judge_phase
 from harness.mutate import run_mutation_suite
 from harness.paths import DEFAULT_TRACE_DIR, expand_traces
 from harness.report.console import RunReport
 from harness.signoff import GateReport, write_signoff
 
-__all__ = ["cmd_gate", "cmd_rollout", "cmd_mutate"]
+__all__ = ["cmd_gate", "cmd_rollout", "cmd_mutate", "cmd_minimize"]
 
 
 def _gate(phase: int, args: argparse.Namespace, console: Console, signoff: Path, *,
@@ -101,6 +106,42 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     console.soft_wrap = True  # message lines carry paths: never wrap them
     action = {"status": _status, "advance": _advance, "rollback": _rollback}[args.action]
     return action(args, record, path, console)
+
+
+def cmd_minimize(args: argparse.Namespace) -> int:
+    """``python -m harness minimize TRACE -o OUT [--pytest PATH]``: exit 0 when written."""
+    check_engine_options(args.candidate, args.manager)
+    if args.max_replays < 1:
+        raise UsageError(f"--max-replays: expected a positive integer, got {args.max_replays}")
+    outputs = [(args.output, "reduced trace"), (args.pytest, "pytest file")]
+    for path, what in outputs:
+        if path:
+            check_output_path(path, what, inputs=[args.trace])
+    options = ReplayOptions(control=args.control, candidate=args.candidate, manager=args.manager,
+                            device=args.device, loop=args.loop,
+                            limits=apply_limit_options(args.limit))
+    console = make_console()
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    with make_progress(console) as progress:
+        task = progress.add_task("minimize", total=None)
+        result = minimize_trace(
+            args.trace, args.output, options, judge=load_waivers(args.waivers).judge,
+            max_replays=args.max_replays,
+            progress=lambda p: progress.update(
+                task, description=f"minimize: {p.stage}, {p.num_calls}/{p.num_calls_before} "
+                                  f"calls, {p.num_replays} replays"))
+    if args.pytest:
+        write_pytest(args.pytest, result, options)
+    console.print(f"wrote {result.output_path}: {result.num_calls_after} of "
+                  f"{result.num_calls_before} calls ({result.ratio:.1%}), first divergence "
+                  f"{result.classification} at call {result.reduced.call_index} (was call "
+                  f"{result.original.call_index}), {result.num_replays} replays in "
+                  f"{result.elapsed_s:.1f}s" + (" (replay budget ran out)"
+                                                if result.budget_exhausted else ""),
+                  soft_wrap=True)
+    if args.pytest:
+        console.print(f"wrote {args.pytest}: fails until the divergence is fixed", soft_wrap=True)
+    return exit_codes.OK
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:

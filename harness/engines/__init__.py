@@ -1,6 +1,7 @@
 """Engines and their registry: a spec on the command line names the engine to build.
 
 Specs: ``legacy``, ``refactored``, ``golden`` (the outputs and events recorded in the trace),
+``uncached`` (every call recomputed from its full recorded context, no cache: a reference),
 ``lightzero:PATH`` / ``lightzero-manager:PATH`` (LightZero's own world model from the source root
 PATH, old cache path / KVCacheManager, in a worker process: :mod:`harness.upstream`) or
 ``package.module:Attr`` naming a world-model class or factory ``(config, device)``. Code is named
@@ -15,10 +16,12 @@ from typing import Any
 
 import torch
 
-from harness.engines.local import Engine, GoldenEngine, WorldModelEngine, check_isolation, clone_call
+from harness.engines.local import (Engine, GoldenEngine, UncachedEngine, WorldModelEngine,
+                                   check_isolation, clone_call)
 from harness.errors import UserError
 from harness.observation import Observation
 from harness.upstream.engine import UpstreamEngine, is_upstream_spec
+from reference.world_model import UncachedWorldModel
 from unizero.backends import WORLD_MODEL_BACKENDS, BackendError, load_object
 from unizero.config import WorldModelConfig
 
@@ -26,7 +29,7 @@ __all__ = ["Observation", "Engine", "WorldModelEngine", "GoldenEngine", "build_e
            "ENGINE_NAMES", "MANAGER_ENGINES", "DEFAULT_MANAGER", "check_isolation", "clone_call",
            "EngineError", "engine_label", "check_engine_options"]
 
-ENGINE_NAMES = ("legacy", "refactored", "golden", "legacy-fix-quirk1")
+ENGINE_NAMES = ("legacy", "refactored", "golden", "uncached", "legacy-fix-quirk1")
 MANAGER_ENGINES = ("refactored",)
 """Engines that take ``--manager``: the refactored world model's cache manager class."""
 DEFAULT_MANAGER = "refactored.kv_cache_manager:KVCacheManager"
@@ -104,5 +107,7 @@ def build_engine(spec: str, config: WorldModelConfig, *, device: torch.device | 
         raise EngineError(f"--device {device!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EngineError(f"--device {device}: CUDA is not available on this machine")
+    if spec == "uncached":
+        return UncachedEngine.build("uncached", UncachedWorldModel, config, device)
     return WorldModelEngine.build(engine_label(spec, manager), _factory(spec, manager), config,
                                   device)

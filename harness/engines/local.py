@@ -17,7 +17,8 @@ from harness.calls import Call, RecordedCall, WeightsCall, invoke
 from harness.observation import Observation, describe_exception
 from unizero.config import WorldModelConfig
 
-__all__ = ["Engine", "WorldModelEngine", "GoldenEngine", "clone_call", "check_isolation"]
+__all__ = ["Engine", "WorldModelEngine", "UncachedEngine", "GoldenEngine", "clone_call",
+           "check_isolation"]
 
 
 class Engine(Protocol):
@@ -99,6 +100,20 @@ class WorldModelEngine:
 
     def close(self) -> None:
         """Nothing to release: the model lives in this process."""
+
+
+class UncachedEngine(WorldModelEngine):
+    """The uncached reference (:class:`reference.world_model.UncachedWorldModel`): every call
+    recomputed from its full recorded context, no cache. It is told the latents the trace
+    recorded for each call, so later calls name their parents by those exact bytes."""
+
+    def apply(self, recorded: RecordedCall) -> Observation:
+        observation = super().apply(recorded)
+        latent = recorded.outputs.get("latent")
+        if observation.error is None and recorded.kind in ("root", "recurrent") \
+                and latent is not None:
+            self.model.note_recorded_latents(latent)
+        return observation
 
 
 class GoldenEngine:

@@ -13,6 +13,7 @@ import torch
 
 from harness.calls import call_from_record, call_to_record
 from harness.engines import build_engine
+from harness.errors import UserError
 from harness.minimize.ddmin import ddmin
 from harness.minimize.records import (RawRecord, recurrent_parents, renumber_sources, slice_envs,
                                       split_units, write_records)
@@ -46,7 +47,7 @@ class MinimizeProgress:
 Progress = Callable[[MinimizeProgress], None]
 
 
-class MinimizeError(ValueError):
+class MinimizeError(UserError):
     """A trace that cannot be minimised (it does not diverge); the message says why."""
 
 
