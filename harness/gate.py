@@ -25,6 +25,7 @@ from typing import Any, Literal, Mapping, Sequence
 from harness import exit_codes
 from harness.errors import UsageError
 from harness.coverage import COVERAGE_NAMES, REQUIRED
+from harness.evidence import verify_trace_digests
 from harness.fileio import file_digest
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.paths import DEFAULT_TRACE_DIR, ROOT, display_path, expand_traces
@@ -337,19 +338,28 @@ def _judge(criteria: PhaseCriteria, run: RunResult, waivers: WaiverSet,
 
 
 def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, config_path: Path,
-                          waivers_path: str | None = None) -> GateResult:
+                          waivers_path: str | None = None,
+                          allow_absent_traces: bool = False) -> GateResult:
     """Judge saved compare reports (e.g. the shards of a CI matrix) instead of replaying.
 
-    The shards are merged (they must be one comparison), their divergences re-judged with the
-    current waivers, and every criterion evaluated as after a replay. A trace's producer is read
-    from its header when the trace file is still at the reported path.
+    The shards must be one complete set of one comparison; they are merged, their divergences
+    re-judged with the current waivers, and every criterion evaluated as after a replay. A report
+    is evidence only for the traces it names: each one present is hashed again and must match
+    its recorded digest (a report is not authenticated by looking well-formed); traces absent
+    from this machine leave the evidence unverified, which is insufficient (exit 3) unless
+    ``allow_absent_traces``.
 
     Raises:
         UsageError: a report that cannot be read, shards of different comparisons, or engines
             other than the phase's.
+        EvidenceError: an incomplete or mixed shard set, or a trace whose digest differs.
     """
     runs = [load_run(path) for path in reports]
     merged = merge_runs(runs, list(reports))
+    checks = [verify_trace_digests(path, [(t.trace_path, t.trace_digest) for t in run.traces],
+                                   allow_absent=True)
+              for path, run in zip(reports, runs)]
+    absent = [trace for check in checks for trace in check.absent]
     if (merged.control_engine, merged.candidate_engine) != (criteria.control, criteria.candidate):
         raise UsageError(f"{reports[0]}: the report compares {merged.control_engine} vs "
                          f"{merged.candidate_engine}; phase {criteria.phase} gates "
@@ -364,8 +374,16 @@ def run_gate_from_reports(criteria: PhaseCriteria, reports: Sequence[str], *, co
         "traces": [{"path": t.trace_path, "digest": t.trace_digest,
                     "producer": producers[t.trace_path]} for t in run.traces],
     }
-    return _judge(criteria, run, waivers, producers, inputs, config_path=config_path,
-                  waivers_path=waivers_path)
+    result = _judge(criteria, run, waivers, producers, inputs, config_path=config_path,
+                    waivers_path=waivers_path)
+    verified = sum(check.num_verified for check in checks)
+    digests = CriterionResult(
+        "trace digests", "every trace present here and matching its recorded digest",
+        f"{verified} verified" + (f"; absent: {', '.join(absent[:5])}"
+                                  + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+                                  if absent else ""),
+        "pass" if not absent else "info" if allow_absent_traces else "insufficient")
+    return dataclasses.replace(result, results=result.results + (digests,))
 
 
 def default_signoff_path(phase: int) -> Path:
@@ -375,7 +393,7 @@ def default_signoff_path(phase: int) -> Path:
 def judge_phase(phase: int, items: Sequence[str], *, config: str | None, waivers: str | None,
                 device: str = "cpu", jobs: int = 1, from_reports: Sequence[str] = (),
                 progress: ProgressFactory | None = None,
-                limits: Limits = DEFAULT_LIMITS) -> GateResult:
+                limits: Limits = DEFAULT_LIMITS, allow_absent_traces: bool = False) -> GateResult:
     """The gate as the CLI runs it: check the inputs, replay (or read reports), judge.
 
     Args:
@@ -395,7 +413,8 @@ def judge_phase(phase: int, items: Sequence[str], *, config: str | None, waivers
         if items:
             raise UsageError("--from-report: give saved reports or traces, not both")
         return run_gate_from_reports(phases[phase], list(from_reports), config_path=config_path,
-                                     waivers_path=waivers)
+                                     waivers_path=waivers,
+                                     allow_absent_traces=allow_absent_traces)
     items = list(items) or [str(DEFAULT_TRACE_DIR)]
     for item in items:
         if not os.path.exists(item) and not any(ch in item for ch in "*?["):

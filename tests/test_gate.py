@@ -442,8 +442,41 @@ def test_the_gate_judges_merged_shard_reports_without_replaying(tmp_path, short_
     signoff = json.loads((tmp_path / "signoff.json").read_text())
     assert [r["path"] for r in signoff["inputs"]["reports"]] == [str(p) for p in shards]
     assert len(signoff["inputs"]["traces"]) == 2
-    # One shard alone is too little evidence for a 2-trace floor.
-    assert gate(tmp_path, *argv, "--from-report", str(shards[0])) == exit_codes.INSUFFICIENT_EVIDENCE
+    # One shard alone is an incomplete set: refused, whatever the floor.
+    assert gate(tmp_path, *argv, "--from-report", str(shards[0])) == exit_codes.BAD_INPUT
+    first = json.loads(shards[0].read_text())
+    assert (first["shard"]["index"], first["shard"]["count"]) == (0, 2)
+    assert first["shard"]["set_id"] == json.loads(shards[1].read_text())["shard"]["set_id"]
+
+
+def test_a_report_whose_digests_do_not_match_its_traces_is_refused(tmp_path, short_trace,
+                                                                    no_waivers, capsys):
+    report = tmp_path / "r.json"
+    assert main(["compare", str(short_trace), "--waivers", str(no_waivers), "--json",
+                 str(report)]) == 0
+    data = json.loads(report.read_text())
+    data["traces"][0]["trace_digest"] = "sha256:" + "0" * 64
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(data))
+    config = write_config(tmp_path / "gate.toml")
+    argv = ["--phase", "2", "--config", str(config), "--waivers", str(no_waivers)]
+    assert gate(tmp_path, *argv, "--from-report", str(forged)) == exit_codes.BAD_INPUT
+    assert "the report records digest" in capsys.readouterr().err
+
+
+def test_a_report_whose_traces_are_absent_is_insufficient_unless_allowed(tmp_path, short_trace,
+                                                                         no_waivers):
+    moved = tmp_path / "elsewhere.kvtrace"
+    moved.write_bytes(short_trace.read_bytes())
+    report = tmp_path / "r.json"
+    assert main(["compare", str(moved), "--waivers", str(no_waivers), "--json",
+                 str(report)]) == 0
+    moved.unlink()
+    config = write_config(tmp_path / "gate.toml")
+    argv = ["--phase", "2", "--config", str(config), "--waivers", str(no_waivers),
+            "--from-report", str(report)]
+    assert gate(tmp_path, *argv) == exit_codes.INSUFFICIENT_EVIDENCE
+    assert gate(tmp_path, *argv, "--allow-absent-traces") == exit_codes.OK
 
 
 def test_the_gate_refuses_a_report_of_other_engines(tmp_path, short_trace, no_waivers, capsys):

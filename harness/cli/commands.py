@@ -143,7 +143,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     if not args.self_check:
         check_engine_options(args.candidate, args.manager)
-    paths = shard_paths(expand_traces(args.traces or [str(DEFAULT_TRACE_DIR)]), args.shard)
+    paths, shard = shard_paths(expand_traces(args.traces or [str(DEFAULT_TRACE_DIR)]), args.shard)
     if not paths:
         raise UsageError(f"no traces found in {' '.join(args.traces) or DEFAULT_TRACE_DIR}")
     for path in paths:
@@ -163,7 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console = make_console()
     with make_progress(console) as progress:
         run = run_comparison(paths, options, waivers_path=args.waivers, jobs=args.jobs,
-                             progress=replay_progress(progress))
+                             progress=replay_progress(progress), shard=shard)
     console.print(RunReport(run))
     written = write_reports(run, json_path=json_path, markdown_path=args.markdown,
                             html_path=args.html, waiver_report=waiver_report(waivers, run),

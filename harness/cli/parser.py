@@ -103,6 +103,10 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:
     gate.add_argument("--from-report", action="append", metavar="REPORT.json",
                       help="judge saved compare reports (e.g. CI shards; repeatable) instead of "
                            "replaying traces")
+    gate.add_argument("--allow-absent-traces", action="store_true",
+                      help="with --from-report: judge reports whose traces are not on this "
+                           "machine (their digests cannot be checked); otherwise that is "
+                           "insufficient evidence (exit 3)")
     rollout = sub.add_parser("rollout", help="the rollout record: status, advance, rollback")
     rollout_sub = rollout.add_subparsers(dest="action", required=True, parser_class=_Parser)
     for name, text in (("status", "current phase and history"),

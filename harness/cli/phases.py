@@ -34,7 +34,8 @@ def _gate(phase: int, args: argparse.Namespace, console: Console, signoff: Path,
                              device=args.device, jobs=args.jobs,
                              from_reports=getattr(args, "from_report", None) or (),
                              progress=replay_progress(progress),
-                             limits=apply_limit_options(args.limit))
+                             limits=apply_limit_options(args.limit),
+                             allow_absent_traces=getattr(args, "allow_absent_traces", False))
     if result.run.traces:
         console.print(RunReport(result.run))
     console.print(GateReport(result))
