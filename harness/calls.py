@@ -160,6 +160,19 @@ def _array(arrays: Mapping[str, np.ndarray], name: str, where: str) -> np.ndarra
     return arrays[name]
 
 
+def _check_rows(where: str, *named: tuple[str, np.ndarray, int]) -> None:
+    """Each array has its rank and at least one row, and all have the same number of rows."""
+    rows = None
+    for name, value, ndim in named:
+        if value.ndim != ndim or value.shape[0] < 1:
+            raise CallFormatError(f"{where}: in/{name}: expected {ndim} dimension(s) with at "
+                                  f"least one row, got shape {list(value.shape)}")
+        if rows is not None and value.shape[0] != rows:
+            raise CallFormatError(f"{where}: in/{name}: expected {rows} rows like "
+                                  f"in/{named[0][0]}, got {value.shape[0]}")
+        rows = value.shape[0]
+
+
 def _int(inputs: Mapping[str, Any], name: str, where: str) -> int:
     value = inputs.get(name)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -201,10 +214,14 @@ def call_from_record(index: int, kind: str, meta: Mapping[str, Any],
         if kind == "root":
             call: Call = RootCall(*(_array(arrays, f"in/{n}", where) for n in
                                     ("last_obs", "last_actions", "current_obs", "start_pos")))
+            _check_rows(where, ("last_obs", call.last_obs, 2), ("last_actions", call.last_actions, 1))
+            _check_rows(where, ("current_obs", call.current_obs, 2), ("start_pos", call.start_pos, 1))
         elif kind == "recurrent":
             latent_state, actions, search_depth, start_pos = (
                 _array(arrays, f"in/{n}", where)
                 for n in ("latent_state", "actions", "search_depth", "start_pos"))
+            _check_rows(where, ("latent_state", latent_state, 2), ("actions", actions, 1),
+                        ("search_depth", search_depth, 1), ("start_pos", start_pos, 1))
             call = RecurrentCall(latent_state, actions, search_depth, start_pos,
                                  simulation_index=_int(inputs, "simulation_index", where),
                                  latent_source=_latent_source(inputs.get("latent_source"), index,

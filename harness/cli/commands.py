@@ -11,6 +11,7 @@ from rich.table import Table
 
 from harness import exit_codes
 from harness.cli.console import make_console, make_progress, replay_progress
+from harness.calls import call_from_record
 from harness.engines import build_engine, check_engine_options
 from harness.upstream.engine import is_upstream_spec
 from harness.errors import UsageError
@@ -24,9 +25,10 @@ from harness.report.console import RunReport
 from harness.report.files import check_report_paths, write_reports
 from harness.run import build_policy, load_run, merge_runs, run_comparison, shard_paths
 from harness.scenario import Scenario, build_world_model_config, load_scenario, run_scenario
-from harness.trace import TraceWriter, open_trace
+from harness.trace import TraceReader, TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
 from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
+from unizero.events import Clear, Lookup, Store, Trim
 
 __all__ = ["cmd_capture", "cmd_inspect", "cmd_compare", "cmd_merge", "cmd_rejudge", "cmd_live",
            "DEFAULT_JSON"]
@@ -90,43 +92,67 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
+def _event_name(event: object) -> str | None:
+    if isinstance(event, Lookup):
+        outcome = (f"hit {event.pool}" if event.hit
+                   else "forced-miss" if event.forced else "miss")
+        return f"{event.path} lookup: {outcome}"
+    if isinstance(event, Store):
+        return f"store {event.pool}"
+    if isinstance(event, Trim):
+        return f"trim {event.pool}"
+    if isinstance(event, Clear):
+        return f"clear {event.scope} ({event.reason})"
+    return None
+
+
 def inspect_counts(path: str, limits: Limits = DEFAULT_LIMITS
-                   ) -> tuple[dict, Counter, Counter, set[int], object]:
-    """Calls by kind, event counts, env ids seen, and the reader (closed) of a trace."""
+                   ) -> tuple[dict, Counter, Counter, set[int], TraceReader]:
+    """Calls by kind, event counts, env ids seen, and the reader (closed) of a trace.
+
+    Every record is decoded as the replay decodes it (a malformed field is one line, exit 2).
+    """
     calls, events, envs = Counter(), Counter(), set()
     with open_trace(path, limits=limits) as reader:
-        header = reader.header
+        header = reader.header if isinstance(reader.header, dict) else {}
         for record in reader:
-            calls[record.kind] += 1
-            for event in record.meta.get("events", []):
-                kind = event.get("type")
-                if kind == "lookup":
-                    envs.add(event["env"])
-                    pool = event["pool"] or ("forced-miss" if event.get("forced") else "miss")
-                    events[f"{event['path']} lookup: {'hit ' + pool if event['hit'] else pool}"] += 1
-                elif kind == "store":
-                    events[f"store {event['pool']}"] += 1
-                    if event["evicted"] is not None:
-                        events[f"eviction {event['pool']}"] += 1
-                elif kind == "trim":
-                    events[f"trim {event['pool']}"] += 1
-                elif kind == "clear":
-                    events[f"clear {event['scope']} ({event['reason']})"] += 1
+            recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
+                                        where=path)
+            calls[recorded.kind] += 1
+            for event in recorded.events:
+                events[_event_name(event)] += 1
+                if isinstance(event, Lookup):
+                    envs.add(event.env)
+                elif isinstance(event, Store) and event.evicted is not None:
+                    events[f"eviction {event.pool}"] += 1
     return header, calls, events, envs, reader
+
+
+def _text(value: object) -> str:
+    """A header field as shown: scalars (and short lists of them) as they are, anything else
+    as its type; at most 200 characters (the header is data, possibly hostile)."""
+    scalar = (str, int, float, type(None))
+    if isinstance(value, scalar) or (isinstance(value, list) and len(value) <= 64
+                                     and all(isinstance(v, scalar) for v in value)):
+        text = str(value)
+        return text if len(text) <= 200 else text[:199] + "…"
+    return f"<{type(value).__name__}>"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     header, calls, events, envs, reader = inspect_counts(args.trace,
                                                          apply_limit_options(args.limit))
     console = make_console()
-    scenario = header.get("scenario", {})
+    scenario = header.get("scenario") if isinstance(header.get("scenario"), dict) else {}
+    env = scenario.get("env") if isinstance(scenario.get("env"), dict) else {}
     console.print(f"trace {args.trace}: {os.path.getsize(args.trace)} bytes on disk, "
-                  f"{reader.num_records} records, schema {header.get('schema')}, "
-                  f"engine {header.get('engine')}, torch {header.get('torch_version')}, "
-                  f"device {header.get('device')}, created {header.get('created_at')}")
-    env = scenario.get("env", {})
-    console.print(f"scenario {scenario.get('name')} ({env.get('id')}, seeds "
-                  f"{env.get('seeds')}); envs seen: {sorted(envs)}")
+                  f"{reader.num_records} records, schema {_text(header.get('schema'))}, "
+                  f"engine {_text(header.get('engine'))}, "
+                  f"torch {_text(header.get('torch_version'))}, "
+                  f"device {_text(header.get('device'))}, "
+                  f"created {_text(header.get('created_at'))}", markup=False)
+    console.print(f"scenario {_text(scenario.get('name'))} ({_text(env.get('id'))}, seeds "
+                  f"{_text(env.get('seeds'))}); envs seen: {sorted(envs)}", markup=False)
     table = Table(title="calls and cache events", title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -136,7 +162,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         table.add_row(name, str(count))
     console.print(table)
     if reader.truncated:
-        console.print(f"note: {reader.tail_note}")
+        console.print(f"note: {reader.tail_note}", markup=False)
     return exit_codes.OK
 
 
