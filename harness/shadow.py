@@ -34,7 +34,7 @@ from harness.calls import Call, RecordedCall
 from harness.compare import TolerancePolicy
 from harness.engines import WorldModelEngine, check_isolation, clone_call
 from harness.experiment import Judge, TraceAccumulator
-from harness.proxy import WorldModelProxy
+from harness.proxy import WorldModelProxy, copy_array
 from harness.results import CallComparison, RunResult, TraceResult
 
 __all__ = ["ShadowWorldModel", "ShadowStats", "DivergenceError", "Mode"]
@@ -115,7 +115,8 @@ class ShadowWorldModel(WorldModelProxy):
         self.min_calls_before_budget = min_calls_before_budget
         self.policy = policy or TolerancePolicy()
         self.label = label
-        candidate.load_weights({k: v.detach().clone() for k, v in control.net.state_dict().items()})
+        candidate.load_weights({k: torch.as_tensor(copy_array(v))
+                                for k, v in control.net.state_dict().items()})
         self._control = WorldModelEngine("control", control)
         self._candidate = WorldModelEngine("candidate", candidate)
         check_isolation(self._control, self._candidate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,3 +201,19 @@ def test_every_readme_command_runs_on_a_checkout(tmp_path: Path) -> None:
                               timeout=900, env={**os.environ, "NO_COLOR": "1"})
         assert done.returncode == 0, f"{command}: exit {done.returncode}\n{done.stderr[-2000:]}"
     assert json.loads((tmp_path / "lz.json").read_text())["loop"] == "closed"
+
+
+@pytest.mark.parametrize("candidate, code", [("buggy", 1), ("fixed", 0)])
+def test_live_validate_runs_upstream_engines_side_by_side(tmp_path: Path, candidate: str,
+                                                          code: int) -> None:
+    """Phase 2 live on upstream's own trees: the buggy manager raises on its first recurrent
+    call, the fixed one runs the whole scenario."""
+    done = subprocess.run([sys.executable, "-m", "harness", "live", str(SCENARIO), "--mode",
+                           "validate", "--control", spec("lightzero", "legacy"), "--candidate",
+                           spec("lightzero-manager", candidate), "--json",
+                           str(tmp_path / "live.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    assert done.returncode == code, done.stdout[-2000:] + done.stderr[-2000:]
+    if code:
+        assert "diverged from the control" in done.stdout and "at call 1:" in done.stdout

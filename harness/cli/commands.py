@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from contextlib import ExitStack
+from typing import Any
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from harness import exit_codes
 from harness.cli.console import make_console, make_progress, replay_progress
 from harness.calls import call_from_record
 from harness.engines import build_engine, check_engine_options
-from harness.upstream.engine import is_upstream_spec
+from harness.upstream.engine import UpstreamEngine, is_upstream_spec
 from harness.errors import UsageError
 from harness.fileio import check_output_path
 from harness.limits import DEFAULT_LIMITS, Limits, apply_limit_options
@@ -28,6 +30,7 @@ from harness.scenario import Scenario, build_world_model_config, load_scenario, 
 from harness.trace import TraceReader, TraceWriter, open_trace
 from harness.waivers import load_waivers, waiver_report
 from unizero.backends import WORLD_MODEL_BACKENDS, build_world_model
+from unizero.config import WorldModelConfig
 from unizero.events import Clear, Lookup, Store, Trim
 
 __all__ = ["cmd_capture", "cmd_inspect", "cmd_compare", "cmd_merge", "cmd_rejudge", "cmd_live",
@@ -232,27 +235,42 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
     return rejudged.exit_code
 
 
+def _live_model(spec: str, config: WorldModelConfig, device: str, manager: str | None,
+                running: ExitStack) -> Any:
+    """A world model to run live: in process, or upstream's in its worker (closed on exit)."""
+    if is_upstream_spec(spec):
+        from harness.upstream.capture import UpstreamWorldModel
+        engine = running.enter_context(UpstreamEngine(spec, config))
+        return UpstreamWorldModel(engine, config)
+    if spec == "golden":
+        raise UsageError("live: 'golden' replays a recorded trace; name a world model to run")
+    return build_engine(spec, config, device=device, manager=manager).model
+
+
 def cmd_live(args: argparse.Namespace) -> int:
     """Run a scenario live through ShadowWorldModel (phase 1 shadow / phase 2 validate)."""
     from harness.shadow import DivergenceError, ShadowWorldModel
     if args.overhead_budget is not None and not args.overhead_budget > 0:
         raise UsageError(f"--overhead-budget: expected a positive ratio, got {args.overhead_budget}")
+    check_engine_options(args.candidate, args.manager)
     check_report_paths(json_path=args.json, inputs=[args.scenario])
     scenario = _load_scenario(args)
     config = build_world_model_config(scenario)
-    control = build_world_model(config, args.device, backend="legacy")
-    candidate = build_engine("refactored", config, device=args.device, manager=args.manager).model
     budget = args.overhead_budget if args.mode == "shadow" else None
-    shadow = ShadowWorldModel(control, candidate, mode=args.mode, overhead_budget=budget,
-                              judge=load_waivers(args.waivers).judge, label=f"live:{scenario.name}")
-    console = make_console()
-    try:
-        summary = run_scenario(scenario, shadow)
-    except DivergenceError as exc:
-        console.print(f"validate: the refactored cache diverged from legacy at call "
-                      f"{exc.comparison.call_index}:")
-        console.print(str(exc), markup=False, highlight=False)
-        return exit_codes.DIVERGENCE
+    with ExitStack() as running:
+        control = _live_model(args.control, config, args.device, None, running)
+        candidate = _live_model(args.candidate, config, args.device, args.manager, running)
+        shadow = ShadowWorldModel(control, candidate, mode=args.mode, overhead_budget=budget,
+                                  judge=load_waivers(args.waivers).judge,
+                                  label=f"live:{scenario.name}")
+        console = make_console()
+        try:
+            summary = run_scenario(scenario, shadow)
+        except DivergenceError as exc:
+            console.print(f"validate: the candidate {args.candidate} diverged from the control "
+                          f"{args.control} at call {exc.comparison.call_index}:", markup=False)
+            console.print(str(exc), markup=False, highlight=False)
+            return exit_codes.DIVERGENCE
     run = shadow.run_result()
     console.print(RunReport(run))
     written = write_reports(run, json_path=args.json, inputs=[args.scenario])

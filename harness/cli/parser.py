@@ -127,6 +127,10 @@ def _add_live_and_mutate(sub: argparse._SubParsersAction) -> None:
     live = sub.add_parser("live", help="run a scenario live with the refactored cache beside legacy "
                                        "(phase 1 shadow / phase 2 validate)")
     live.add_argument("scenario", help="scenario TOML file")
+    live.add_argument("--control", default="legacy",
+                      help="the world model whose results the run uses: legacy, refactored, "
+                           "lightzero:PATH, lightzero-manager:PATH or package.module:Attr")
+    live.add_argument("--candidate", default="refactored", help="the world model beside it")
     live.add_argument("--mode", choices=("shadow", "validate"), default="shadow")
     live.add_argument("--overhead-budget", type=float, default=None,
                       help="shadow: switch the candidate off past this overhead ratio")

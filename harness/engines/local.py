@@ -132,7 +132,7 @@ class GoldenEngine:
 def _storages(model: Any) -> dict[int, str]:
     """Storage address -> tensor name, for every parameter and buffer with elements."""
     net = getattr(model, "net", None)
-    if net is None:
+    if not isinstance(net, torch.nn.Module):  # e.g. a model in a worker process: nothing shared
         return {}
     named = list(net.named_parameters()) + list(net.named_buffers())
     return {tensor.untyped_storage().data_ptr(): name for name, tensor in named
