@@ -25,7 +25,7 @@ def test_validate_mode_stops_at_the_first_divergence_of_a_faulty_manager(tmp_pat
     code = live(tmp_path, "--mode", "validate", "--manager", "harness.mutants:EnvSwapFallbackManager")
     assert code == exit_codes.DIVERGENCE
     out = capsys.readouterr().out
-    assert "validate: the refactored cache diverged from legacy at call" in out
+    assert "validate: the candidate refactored diverged from the control legacy at call" in out
     assert "FIRST" in out and "divergence" in out
 
 
