@@ -11,21 +11,22 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 from harness.causenames import LATENT_DRIFT, STORAGE_ALIASING
 from harness.calls import RecordedCall
-from harness.compare import TolerancePolicy, slot_differences
-from harness.compare.call import compare_observations
+from harness.compare import TolerancePolicy, compare_events, slot_differences
+from harness.compare.call import CallVerdict, compare_observations
 from harness.compare.tensors import NoiseFloor
 from harness.coverage import CoverageCounter
 from harness.observation import Observation
 from harness.results import (CallComparison, EngineTiming, PoolStats, ReferenceDistance,
                              TraceResult)
 from reference.distance import max_distance
-from unizero.events import Lookup, Store
+from unizero.events import CacheEvent, Lookup, Store
 
 __all__ = ["TraceAccumulator", "Judge", "Explain", "lookup_counts"]
 
@@ -42,6 +43,33 @@ def lookup_counts(events: Iterable) -> tuple[int, int]:
             lookups += 1
             hits += event.hit
     return hits, lookups
+
+
+def _without_keys(events: Iterable[CacheEvent]) -> list[CacheEvent]:
+    """The events with every cache key blanked (which keys, not which decisions)."""
+    out: list[CacheEvent] = []
+    for event in events:
+        if isinstance(event, Lookup):
+            event = replace(event, key=0)
+        elif isinstance(event, Store):
+            event = replace(event, key=0, evicted=None if event.evicted is None else 0)
+        out.append(event)
+    return out
+
+
+def _key_drift(verdict: CallVerdict, control: Observation, candidate: Observation,
+               drifted: bool) -> bool:
+    """Cause ``latent-drift``: the outputs agree within tolerance and the decisions agree in
+    everything but the keys, which differ because the latents they hash differ in their last
+    bits: the latents fed in (``drifted``) or the latents put out (the keys stored)."""
+    if verdict.tensor_divergences or verdict.engine_error is not None \
+            or verdict.event_divergence is None:
+        return False
+    a, b = control.outputs.get("latent"), candidate.outputs.get("latent")
+    outputs_drifted = (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+                       and a.tobytes() != b.tobytes())
+    return (drifted or outputs_drifted) and compare_events(
+        _without_keys(candidate.events), _without_keys(control.events)) is None
 
 
 class _PoolCounter:
@@ -118,9 +146,8 @@ class TraceAccumulator:
         """Judge one call; return its (judged) divergence, None when the two agree.
 
         Args:
-            drifted: the two engines were fed different latents (closed loop: each its own
-                earlier output). A decision-only divergence there has cause ``latent-drift``:
-                the cache keys differ because the latents differ in their last bits.
+            drifted: the two engines were fed latents that agree within tolerance but not in
+                every bit (closed loop: each its own earlier output); see :func:`_key_drift`.
             reference: the uncached reference's observation of the call: a divergence then
                 records how far each side is from it.
         """
@@ -139,8 +166,8 @@ class TraceAccumulator:
         findings = control.findings + candidate.findings
         if not verdict.diverged and not findings:
             return None
-        decision_only = not verdict.tensor_divergences and verdict.engine_error is None
-        cause = (STORAGE_ALIASING if findings else LATENT_DRIFT if drifted and decision_only
+        cause = (STORAGE_ALIASING if findings
+                 else LATENT_DRIFT if _key_drift(verdict, control, candidate, drifted)
                  else self.explain(recorded, candidate) if self.explain is not None else None)
         found = CallComparison(trace=self.label, call_index=recorded.index,
                                call_kind=recorded.kind, env_ids=recorded.env_ids,
