@@ -130,3 +130,26 @@ def test_a_root_record_with_empty_last_actions_is_one_line(tmp_path):
             writer.append(k, m, arrays if index == 1 else a)
     assert_bad_input(run_cli("compare", trace, "--json", tmp_path / "r.json"),
                      "record 1", "last_actions")
+
+
+def test_merging_20k_traces_is_linear():
+    """v0.1 counted duplicates with list.count per trace: minutes for 20k traces."""
+    import time
+    from datetime import datetime, timezone
+
+    from harness.results import RunResult, ShardInfo, TraceResult
+    from harness.run import merge_runs
+
+    def shard(index: int) -> RunResult:
+        traces = tuple(TraceResult(trace_path=f"t{index}-{i:05d}.kvtrace",
+                                   trace_digest="sha256:0", num_calls=1,
+                                   num_tensors_compared=4) for i in range(10_000))
+        return RunResult(created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                         control_engine="legacy", candidate_engine="refactored",
+                         manager_spec=None, tolerances={}, traces=traces,
+                         shard=ShardInfo(index, 2, "sha256:set"))
+    runs = [shard(0), shard(1)]
+    start = time.perf_counter()
+    merged = merge_runs(runs, ["a.json", "b.json"])
+    assert len(merged.traces) == 20_000
+    assert time.perf_counter() - start < 10.0  # about 0.1 s; quadratic took minutes
