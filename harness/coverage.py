@@ -28,6 +28,7 @@ import numpy as np
 
 from harness.calls import (ClearCall, RecordedCall, RecurrentCall, RootCall, WeightsCall,
                            call_from_record)
+from harness.limits import DEFAULT_LIMITS, Limits
 from harness.trace import open_trace
 from unizero.events import POOL_RECURRENT, POOL_ROOT, CacheEvent, Clear, Lookup, Store, Trim
 
@@ -272,10 +273,10 @@ def coverage_rows(counts: Mapping[str, int]) -> list[tuple[str, str, str, int]]:
             for item in COVERAGE_TABLE]
 
 
-def recorded_coverage(path: str) -> Counter:
+def recorded_coverage(path: str, limits: Limits = DEFAULT_LIMITS) -> Counter:
     """Coverage of a trace counted on the events recorded in it (its producer's), no replay."""
     counter = CoverageCounter()
-    with open_trace(path) as reader:
+    with open_trace(path, limits=limits) as reader:
         for record in reader:
             recorded = call_from_record(record.index, record.kind, record.meta, record.arrays,
                                         where=path)

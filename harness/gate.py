@@ -286,10 +286,10 @@ class GateResult:
                 "versions": dict(self.versions), "run": self.run.to_dict()}
 
 
-def _trace_header(path: str) -> dict[str, Any]:
+def _trace_header(path: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such trace file")
-    with open_trace(path) as reader:
+    with open_trace(path, limits=limits) as reader:
         header = reader.header
     return header if isinstance(header, dict) else {}
 
@@ -308,7 +308,7 @@ def run_gate(criteria: PhaseCriteria, paths: Sequence[str], *, config_path: Path
         UsageError, TraceError, WaiverError: a missing or unreadable input (exit 2).
     """
     waivers = load_waivers(waivers_path)
-    headers = {path: _trace_header(path) for path in paths}
+    headers = {path: _trace_header(path, limits) for path in paths}
     options = ReplayOptions(control=criteria.control, candidate=criteria.candidate, device=device,
                             limits=limits)
     run = run_comparison(list(paths), options, waivers_path=waivers_path, jobs=jobs,

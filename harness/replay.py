@@ -142,12 +142,14 @@ def _replay(path: str, reader: TraceReader, engines: dict[str, Engine | None],
             observed[role] = engines[role].apply(fed[role])
             if loop is not None:
                 loop.observe(role, recorded, observed[role])
+        drifted = False
         if loop is not None:
             loop.record(recorded)
+            drifted = ClosedLoop.drifted(fed["control"], fed["candidate"], latent_tol.rtol,
+                                         latent_tol.atol)
         accumulator.observe(recorded, observed["control"], observed["candidate"],
                             reference=None if reference is None else reference.apply(recorded),
-                            drifted=ClosedLoop.drifted(fed["control"], fed["candidate"],
-                                                       latent_tol.rtol, latent_tol.atol))
+                            drifted=drifted)
         if progress:
             progress(accumulator.num_calls, reader.num_records)
     if reader.truncated:

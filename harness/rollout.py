@@ -21,11 +21,12 @@ import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+
+import msgspec
 
 from harness.errors import UsageError
-from harness.fileio import file_digest
-from harness.fileio import atomic_write_text
+from harness.fileio import atomic_write_text, file_digest
 from harness.schemas import RolloutEntryFields, load_rollout_file
 
 __all__ = ["RECORD_SCHEMA", "DEFAULT_RECORD", "Phase", "PHASES", "RolloutEntry", "RolloutRecord",
@@ -35,7 +36,6 @@ __all__ = ["RECORD_SCHEMA", "DEFAULT_RECORD", "Phase", "PHASES", "RolloutEntry",
 
 RECORD_SCHEMA = "kvmigrate.rollout/1"
 DEFAULT_RECORD = Path("reports") / "rollout.toml"
-Action = Literal["advance", "rollback"]
 
 
 class RolloutError(UsageError):
@@ -80,23 +80,15 @@ def rollback_steps(frm: int, to: int, signoff: str | None) -> list[str]:
     return steps
 
 
-@dataclass(frozen=True, slots=True)
-class RolloutEntry:
-    """One move. ``signoff`` (relative to the record's folder) and its digest: advances only."""
+RolloutEntry = RolloutEntryFields
+"""One move (the record's typed ``[[history]]`` table). ``signoff`` (relative to the record's
+folder) and its digest: advances only."""
 
-    action: Action
-    from_phase: int
-    to_phase: int
-    date: str
-    reason: str
-    signoff: str | None = None
-    signoff_digest: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {"action": self.action, "from_phase": self.from_phase, "to_phase": self.to_phase,
-                "date": self.date, "reason": self.reason, "signoff": self.signoff,
-                "signoff_digest": self.signoff_digest}
-        return {key: value for key, value in data.items() if value is not None}
+def entry_fields(entry: RolloutEntry) -> dict[str, Any]:
+    """The entry's fields as the record writes them (unset optional fields left out)."""
+    return {key: value for key, value in msgspec.structs.asdict(entry).items()
+            if value is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +104,8 @@ class RolloutRecord:
         return None
 
 
-def _entry(fields: RolloutEntryFields, where: str) -> RolloutEntry:
+def _checked(entry: RolloutEntry, where: str) -> RolloutEntry:
     """A typed history entry, after the checks its types cannot state."""
-    entry = RolloutEntry(action=fields.action, from_phase=fields.from_phase,
-                         to_phase=fields.to_phase, date=fields.date, reason=fields.reason,
-                         signoff=fields.signoff, signoff_digest=fields.signoff_digest)
     step_ok = (entry.to_phase == entry.from_phase + 1 if entry.action == "advance"
                else 0 <= entry.to_phase < entry.from_phase)
     if not step_ok or entry.to_phase > LAST_PHASE:
@@ -132,7 +121,7 @@ def load_record(path: Path) -> RolloutRecord:
     if not path.exists():
         return RolloutRecord()
     data = load_rollout_file(path, RolloutError)
-    history = tuple(_entry(item, f"{path}: history[{i}]") for i, item in enumerate(data.history))
+    history = tuple(_checked(item, f"{path}: history[{i}]") for i, item in enumerate(data.history))
     phase = 0
     for i, entry in enumerate(history):
         if entry.from_phase != phase:
@@ -159,7 +148,7 @@ def record_to_toml(record: RolloutRecord) -> str:
              f"schema = {_toml_value(RECORD_SCHEMA)}", f"phase = {record.phase}"]
     for entry in record.history:
         lines += ["", "[[history]]"]
-        lines += [f"{key} = {_toml_value(value)}" for key, value in entry.to_dict().items()]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in entry_fields(entry).items()]
     return "\n".join(lines) + "\n"
 
 

@@ -272,7 +272,7 @@ def minimize_trace(trace_path: str, output_path: str, options: ReplayOptions, *,
     start = time.perf_counter()
     if os.path.abspath(output_path) == os.path.abspath(trace_path):
         raise MinimizeError(f"{output_path}: expected an output path other than the input trace")
-    with open_trace(trace_path) as reader:
+    with open_trace(trace_path, limits=options.limits) as reader:
         header = dict(reader.header)
         records = [RawRecord(r.kind, r.meta, r.arrays) for r in reader]
     with tempfile.TemporaryDirectory(prefix="kvmin-") as workdir:

@@ -21,6 +21,7 @@ import numpy as np
 from harness.calls import RecordedCall, RecurrentCall, call_to_record
 from harness.errors import UserError
 from harness.observation import Observation
+from harness.paths import ROOT
 from harness.trace.codec import PayloadError, decode_record, encode_record
 from harness.upstream.config import UpstreamConfigError, upstream_model_spec
 from unizero.config import WorldModelConfig
@@ -30,7 +31,7 @@ __all__ = ["UpstreamSpec", "UpstreamSpecError", "UpstreamEngine",
            "parse_upstream_spec", "is_upstream_spec", "default_lightzero_python", "REPO_ROOT",
            "SPEC_PREFIXES", "UpstreamConfigError"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = ROOT  # the worker puts the repository on its sys.path and runs in it
 SPEC_PREFIXES = {"lightzero": False, "lightzero-manager": True}
 _BOOTSTRAP = """
 import sys
